@@ -1,0 +1,9 @@
+"""The ``data`` section of params.yaml."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class DataParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
