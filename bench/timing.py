@@ -1,0 +1,103 @@
+"""Shared timing helpers for the bench scripts.
+
+Every benchmark reports a *ratio* measured within one run (anytime vs the plain-PyTorch equivalent), because
+absolute times on shared machines drift with load. Each repeat times the baseline and every candidate once, in a
+rotated order so no candidate always runs right after the baseline, and the ratio is formed inside that repeat;
+the printed value is the median over repeats, which shrugs off the repeats a neighbour's job disturbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable, Mapping
+
+import torch
+from torch.utils.benchmark import Timer
+
+BASELINE = "__baseline__"
+
+
+def bench_parser(description: str, *, repeats: int = 5) -> argparse.ArgumentParser:
+    """The flags every bench script shares: device, repeats, threads, seed."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help="ratios are medians over this many repeats"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads while timing (1 keeps shared 2-core machines comparable)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def setup(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
+    """Validate the shared flags, fix threads and seed, and return the device to time on."""
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return torch.device(args.device)
+
+
+def seconds_per_call(fn: Callable[[], object], *, number: int, threads: int) -> float:
+    """Mean seconds of ``fn()`` over ``number`` calls, after the Timer's own warm-up calls.
+
+    ``torch.utils.benchmark.Timer`` synchronises the accelerator around the timed block, so CUDA kernels that
+    ``fn`` queues are counted.
+    """
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    return timer.timeit(number).mean
+
+
+def interleaved_ratios(
+    baseline: Callable[[], object],
+    candidates: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int,
+    number: int,
+    threads: int,
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Per-repeat ratios time(candidate) / time(baseline), plus the baseline's seconds per call per repeat."""
+    names = [BASELINE, *candidates]
+    ratios: dict[str, list[float]] = {name: [] for name in candidates}
+    baseline_seconds: list[float] = []
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        seconds = {}
+        for name in names[shift:] + names[:shift]:
+            fn = baseline if name == BASELINE else candidates[name]
+            seconds[name] = seconds_per_call(fn, number=number, threads=threads)
+        baseline_seconds.append(seconds[BASELINE])
+        for name in candidates:
+            ratios[name].append(seconds[name] / seconds[BASELINE])
+    return ratios, baseline_seconds
+
+
+def ratio_line(name: str, values: list[float], *, target: str | None = None, note: str = "") -> str:
+    """``name: ratio (median of N)``, with the target and whether the median meets it when one is given."""
+    median = statistics.median(values)
+    line = f"{name}: {median:.3f} (median of {len(values)})"
+    if target is not None:
+        op, bound = target.split()
+        met = median <= float(bound) if op == "<=" else median >= float(bound)
+        line += f"  target {target}: {'met' if met else 'NOT met'}"
+    if note:
+        line += f"  {note}"
+    return line
+
+
+def environment_line(device: torch.device, threads: int) -> str:
+    """One line naming what the numbers were measured on, to paste into RESULTS.md beside them."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {threads} torch thread(s)"
+    return f"# torch {torch.__version__}, {where}"
