@@ -1,9 +1,10 @@
 """Shared timing helpers for the bench scripts.
 
-Every benchmark reports a *ratio* measured within one run (anytime vs the plain-PyTorch equivalent), because
-absolute times on shared machines drift with load. Each repeat times the baseline and every candidate once, in a
-rotated order so no candidate always runs right after the baseline, and the ratio is formed inside that repeat;
-the printed value is the median over repeats, which shrugs off the repeats a neighbour's job disturbed.
+Every benchmark reports a *ratio* measured within one run (anytime vs the plain-PyTorch equivalent),
+because absolute times on shared machines drift with load. Each repeat times the baseline and every
+candidate once, in a rotated order so no candidate always runs right after the baseline, and the ratio is
+formed inside that repeat; the printed value is the median over repeats, which shrugs off the repeats a
+neighbour's job disturbed.
 """
 
 from __future__ import annotations
