@@ -1,0 +1,28 @@
+"""Datasets: original formats, sources (path/http/s3), safe archives, Parquet shards and the reader."""
+
+from anytime.data.dataset import RawDataset, Split
+from anytime.data.digits import materialise_digits
+from anytime.data.errors import DataError
+from anytime.data.formats import DATASETS, read_dataset
+from anytime.data.reader import ShardDataset, load_manifest
+from anytime.data.shards import write_shards
+from anytime.data.sources import fetch_file, fetch_into, location_kind
+from anytime.data.transforms import Augment, default_augment, prepare_batch
+
+__all__ = [
+    "DATASETS",
+    "Augment",
+    "DataError",
+    "RawDataset",
+    "ShardDataset",
+    "Split",
+    "default_augment",
+    "fetch_file",
+    "fetch_into",
+    "load_manifest",
+    "location_kind",
+    "materialise_digits",
+    "prepare_batch",
+    "read_dataset",
+    "write_shards",
+]
