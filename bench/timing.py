@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
-from torch.utils.benchmark import Timer
+from torch.utils.benchmark.utils.timer import timer as synced_clock
 
 BASELINE = "__baseline__"
 
@@ -30,7 +31,7 @@ def bench_parser(description: str, *, repeats: int = 5) -> argparse.ArgumentPars
         "--threads",
         type=int,
         default=1,
-        help="torch intra-op threads while timing (1 keeps shared 2-core machines comparable)",
+        help="torch intra-op threads (1 keeps shared 2-core machines comparable)",
     )
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -51,14 +52,20 @@ def setup(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.de
     return torch.device(args.device)
 
 
-def seconds_per_call(fn: Callable[[], object], *, number: int, threads: int) -> float:
-    """Mean seconds of ``fn()`` over ``number`` calls, after the Timer's own warm-up calls.
+def seconds_per_call(fn: Callable[[], object], *, number: int, warmup: int) -> float:
+    """Mean seconds of ``fn()`` over ``number`` calls, after ``warmup`` untimed calls.
 
-    ``torch.utils.benchmark.Timer`` synchronises the accelerator around the timed block, so CUDA kernels that
-    ``fn`` queues are counted.
+    The clock is torch.utils.benchmark's, which synchronises the accelerator before reading the time, so CUDA
+    kernels that ``fn`` queues are counted. (``Timer.timeit`` itself always spends two or more warm-up calls
+    per measurement, too many for second-long training steps on two shared cores.) The warm-up call matters
+    when measurements are interleaved: it refills caches and the allocator after the previous model ran.
     """
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    return timer.timeit(number).mean
+    for _ in range(warmup):
+        fn()
+    start = synced_clock()
+    for _ in range(number):
+        fn()
+    return (synced_clock() - start) / number
 
 
 def interleaved_ratios(
@@ -67,18 +74,18 @@ def interleaved_ratios(
     *,
     repeats: int,
     number: int,
-    threads: int,
-) -> tuple[dict[str, list[float]], list[float]]:
+    warmup: int = 1,
+) -> tuple[dict[Any, list[float]], list[float]]:
     """Per-repeat ratios time(candidate) / time(baseline), plus the baseline's seconds per call per repeat."""
     names = [BASELINE, *candidates]
-    ratios: dict[str, list[float]] = {name: [] for name in candidates}
+    ratios: dict[Any, list[float]] = {name: [] for name in candidates}
     baseline_seconds: list[float] = []
     for repeat in range(repeats):
         shift = repeat % len(names)
         seconds = {}
         for name in names[shift:] + names[:shift]:
             fn = baseline if name == BASELINE else candidates[name]
-            seconds[name] = seconds_per_call(fn, number=number, threads=threads)
+            seconds[name] = seconds_per_call(fn, number=number, warmup=warmup)
         baseline_seconds.append(seconds[BASELINE])
         for name in candidates:
             ratios[name].append(seconds[name] / seconds[BASELINE])
