@@ -4,16 +4,34 @@ Every strategy is a :class:`WeightingStrategy` built by name with :func:`create_
 package registers the built-in ones.
 """
 
+from anytime.weighting.adaloss import AdaLoss, adaloss_weights
+from anytime.weighting.alternating import Alternating, EmphasisStrategy
 from anytime.weighting.base import WeightingStrategy, create_strategy, list_strategies, register_strategy
+from anytime.weighting.noregret import (
+    AverageReward,
+    Exp3,
+    NoRegretStrategy,
+    RandomWeightedMajority,
+    relative_rewards,
+)
 from anytime.weighting.static import NORMALISATIONS, SCHEMES, StaticStrategy, static_weights
 
 __all__ = [
     "NORMALISATIONS",
     "SCHEMES",
+    "AdaLoss",
+    "Alternating",
+    "AverageReward",
+    "EmphasisStrategy",
+    "Exp3",
+    "NoRegretStrategy",
+    "RandomWeightedMajority",
     "StaticStrategy",
     "WeightingStrategy",
+    "adaloss_weights",
     "create_strategy",
     "list_strategies",
     "register_strategy",
+    "relative_rewards",
     "static_weights",
 ]

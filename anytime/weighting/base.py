@@ -54,7 +54,8 @@ class WeightingStrategy(ABC):
         self.epoch = int(_require_key(state, "epoch"))
 
     def _check_losses(self, losses: Tensor) -> Tensor:
-        """The losses as a float64 CPU vector; a wrong shape or a non-finite value would corrupt the state."""
+        """The losses as a float64 CPU vector; a wrong shape, NaN/inf or a negative value (per-head losses
+        are cross-entropies) would silently corrupt a learned state, so they are refused."""
         if not isinstance(losses, Tensor):
             losses = torch.as_tensor(losses)
         if losses.shape != (self.num_heads,):
@@ -63,8 +64,10 @@ class WeightingStrategy(ABC):
                 f"shape ({self.num_heads},)"
             )
         values = losses.detach().to("cpu", torch.float64)
-        if not bool(torch.isfinite(values).all()):
-            raise ValueError(f"losses={values.tolist()} are invalid: every per-head loss must be finite")
+        if not bool((torch.isfinite(values) & (values >= 0)).all()):
+            raise ValueError(
+                f"losses={values.tolist()} are invalid: every per-head loss must be finite and >= 0"
+            )
         return values
 
 

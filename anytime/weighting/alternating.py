@@ -1,0 +1,97 @@
+"""Alternating weights (spec §3): the static B plus extra weight on one sampled head per step.
+
+The emphasis machinery (which head, how much extra, the seeded generator) is shared with the no-regret
+learners of spec §5, which only change the distribution the head is drawn from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from anytime.weighting.base import (
+    WeightingStrategy,
+    check_float,
+    check_int,
+    check_state_tensor,
+    register_strategy,
+)
+from anytime.weighting.static import static_weights
+
+
+class EmphasisStrategy(WeightingStrategy):
+    """Weights B_i + (sum(B) / rho) * [i = s] for the selected head s; step 1 selects the final head.
+
+    The next head is drawn in :meth:`update` (after the step) from a CPU ``torch.Generator`` seeded with
+    ``seed``: every data-parallel rank builds the strategy with the same seed and makes the same calls, so
+    all ranks draw the same heads. The generator state is part of ``state_dict``, so a resumed run draws
+    the same sequence as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        *,
+        scheme: str,
+        rho: float,
+        seed: int,
+        normalisation: str,
+        eann: bool,
+        j: int | None = None,
+        min_heads: int = 1,
+    ) -> None:
+        super().__init__(num_heads, min_heads=min_heads)
+        self.rho = check_float("rho", rho, low=0.0, low_open=True)
+        self.seed = check_int("seed", seed, low=0, high=2**64 - 1)
+        self.base = torch.tensor(
+            static_weights(scheme, num_heads, normalisation, eann, j=j), dtype=torch.float64
+        )
+        self.extra = float(self.base.sum()) / self.rho
+        self.selected = num_heads - 1
+        self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
+
+    def weights(self) -> Tensor:
+        w = self.base.clone()
+        w[self.selected] += self.extra
+        return w.to(torch.float32)
+
+    def _draw(self, probabilities: Tensor) -> None:
+        """Select the head for the next step; exactly one generator draw per call on every rank."""
+        self.selected = int(torch.multinomial(probabilities, 1, generator=self.generator))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "selected": self.selected, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        selected = state.get("selected")
+        self.selected = check_int("state_dict['selected']", selected, low=0, high=self.num_heads - 1)
+        expected = tuple(self.generator.get_state().shape)
+        self.generator.set_state(check_state_tensor(state, "generator", expected))
+
+
+@register_strategy("alternating")
+class Alternating(EmphasisStrategy):
+    """Sample head s with probability B_s / sum(B): in expectation the proportions of B are kept."""
+
+    def __init__(
+        self,
+        num_heads: int,
+        *,
+        scheme: str = "const",
+        rho: float = 2.0,
+        seed: int = 0,
+        normalisation: str = "last",
+        eann: bool = False,
+        j: int | None = None,
+    ) -> None:
+        super().__init__(
+            num_heads, scheme=scheme, rho=rho, seed=seed, normalisation=normalisation, eann=eann, j=j
+        )
+        self._probabilities = self.base / self.base.sum()
+
+    def update(self, losses: Tensor) -> None:
+        self._check_losses(losses)
+        self._draw(self._probabilities)
