@@ -1,15 +1,22 @@
 """EANNs (spec §7): schedules on W FIFO workers, cost inflation, assembly by validation error, and real
 anytime predictors that run a network head by head and stop when the budget runs out."""
 
+from anytime.eann.assembly import EannCurve, MemberCurve, eann_curve, load_member, opt_curve, opt_plus_curve
 from anytime.eann.inflation import Inflation, inflation, inflation_limits
 from anytime.eann.schedule import Run, compute_spent, fifo_schedule, geometric_costs
 
 __all__ = [
+    "EannCurve",
     "Inflation",
+    "MemberCurve",
     "Run",
     "compute_spent",
+    "eann_curve",
     "fifo_schedule",
     "geometric_costs",
     "inflation",
     "inflation_limits",
+    "load_member",
+    "opt_curve",
+    "opt_plus_curve",
 ]
