@@ -1,0 +1,44 @@
+"""DVC stage ``shard``: ``data/raw/<dataset>/`` -> Parquet shards + manifest in ``data/shards/<dataset>/``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from anytime.data import Augment, default_augment, read_dataset, write_shards
+from pipelines.cli import run
+from pipelines.config import DataParams, load_params
+from pipelines.io import atomic_path
+
+RAW_ROOT = Path("data/raw")
+SHARD_ROOT = Path("data/shards")
+
+
+def augment_from(params: DataParams) -> Augment:
+    """The dataset's default augmentation with the params' overrides applied."""
+    overrides = {"crop_padding": params.crop_padding, "flip": params.flip}
+    return dataclasses.replace(
+        default_augment(params.dataset), **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
+def main() -> None:
+    params = load_params().data
+    raw = read_dataset(params.dataset, RAW_ROOT / params.dataset, image_size=params.image_size)
+    dest = SHARD_ROOT / params.dataset
+    with atomic_path(dest) as tmp:
+        manifest = write_shards(
+            raw,
+            tmp,
+            val_fraction=params.val_fraction,
+            seed=params.seed,
+            rows_per_shard=params.rows_per_shard,
+            row_group_rows=params.row_group_rows,
+            augment=augment_from(params),
+        )
+    counts = ", ".join(f"{name} {entry['count']}" for name, entry in manifest["splits"].items())
+    print(f"sharded {params.dataset} into {dest}: {counts}")
+
+
+if __name__ == "__main__":
+    run(main)
