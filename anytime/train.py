@@ -1,0 +1,295 @@
+"""Training and evaluation of one anytime network, in the style of the torchvision reference scripts.
+
+Usable from a notebook with any DataLoader yielding ``(images, labels)``; the Ray/DVC pipelines call the same
+functions. Each step the loss is ``(strategy.weights() * per_head_losses).sum()`` and, after the optimiser
+step, the strategy sees the (globally averaged, under torch.distributed) per-head losses.
+"""
+
+import math
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
+from tqdm.auto import tqdm
+
+from anytime.weighting import WeightingStrategy
+
+SCHEDULERS = ("step", "cosine")
+Batches = Iterable[tuple[Tensor, Tensor]]
+
+
+def seed_everything(seed: int, *, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch (all devices); with ``deterministic``, ask cuDNN/torch for reproducible
+    kernels (``warn_only``: ops without a deterministic version warn instead of failing)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed!r} is invalid: must be an integer in [0, 2**32)")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = True,
+) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name}={value!r} is invalid: must be a number in {interval}")
+
+
+def make_optimizer(
+    model: nn.Module,
+    *,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    nesterov: bool = False,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.SGD:
+    """SGD with momentum. ``decay_norm_and_bias=False`` exempts 1-d parameters (BN affine, biases) from weight
+    decay, as many modern recipes do; the default decays everything like the original ResNet recipe."""
+    _check_number("lr", lr, 0.0, low_open=True)
+    _check_number("momentum", momentum, 0.0, 1.0)
+    _check_number("weight_decay", weight_decay, 0.0)
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov=True is invalid with momentum=0: Nesterov needs momentum > 0")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_norm_and_bias:
+        groups: list[dict[str, Any]] = [{"params": params}]
+    else:
+        groups = [
+            {"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    name: str = "step",
+    epochs: int,
+    milestones: Sequence[int] | None = None,
+    gamma: float = 0.1,
+) -> LRScheduler:
+    """Per-epoch learning-rate schedule: ``step`` (x``gamma`` at each milestone epoch; by default at 50% and
+    75% of training as in the ANN papers' CIFAR recipe) or ``cosine`` (to zero over ``epochs``)."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler name={name!r} is invalid: must be one of {', '.join(SCHEDULERS)}")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r} is invalid: must be an integer >= 1")
+    if name == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=epochs)
+    _check_number("gamma", gamma, 0.0, 1.0, low_open=True, high_open=False)
+    if milestones is None:
+        milestones = sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
+    milestones = list(milestones)
+    valid = all(isinstance(m, int) and 1 <= m <= epochs for m in milestones)
+    if not valid or milestones != sorted(set(milestones)):
+        raise ValueError(
+            f"milestones={milestones!r} are invalid: must be strictly increasing epochs in [1, {epochs}]"
+        )
+    return MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
+
+
+def make_grad_scaler(device: torch.device | str, *, amp: bool = True) -> torch.amp.GradScaler:
+    """Loss scaler for mixed precision; enabled on CUDA only (elsewhere it is a no-op pass-through)."""
+    device = torch.device(device)
+    return torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+
+
+def _autocast(device: torch.device, amp: bool) -> torch.autocast:
+    return torch.autocast(device.type, enabled=amp and device.type == "cuda")
+
+
+def per_head_losses(logits: Sequence[Tensor], labels: Tensor) -> Tensor:
+    """Cross-entropy of each head, shape (K,), in float32 whatever the autocast dtype."""
+    return torch.stack([F.cross_entropy(out.float(), labels) for out in logits])
+
+
+def _global_mean(values: Tensor) -> Tensor:
+    """Mean over data-parallel ranks when torch.distributed runs, so every rank's strategy sees the same."""
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= dist.get_world_size()
+    return values
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Batches,
+    optimizer: torch.optim.Optimizer,
+    strategy: WeightingStrategy,
+    *,
+    device: torch.device | str,
+    epoch: int,
+    scheduler: LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """One pass over ``loader``. Calls ``strategy.start_epoch(epoch)`` first and steps ``scheduler`` (a
+    per-epoch schedule) once at the end. Pass one ``scaler`` across epochs to keep its calibration.
+
+    Returns ``{"epoch", "lr", "samples", "loss", "head_losses"}``: the weighted loss and each head's loss
+    averaged over the epoch's samples (globally averaged under torch.distributed).
+    """
+    device = torch.device(device)
+    scaler = scaler if scaler is not None else make_grad_scaler(device, amp=amp)
+    strategy.start_epoch(epoch)
+    model.train()
+    lr = optimizer.param_groups[0]["lr"]
+    loss_sum = torch.zeros((), device=device)
+    head_loss_sum = torch.zeros((), device=device)
+    samples = 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
+    for step, (images, labels) in enumerate(bar):
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        weights = strategy.weights().to(device)
+        with _autocast(device, amp):
+            losses = per_head_losses(model(images), labels)
+        if not bool(torch.isfinite(losses).all()):
+            raise FloatingPointError(
+                f"non-finite loss at epoch {epoch}, step {step}: per-head losses {losses.tolist()}"
+            )
+        loss = (weights * losses).sum()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step_losses = _global_mean(losses.detach())
+        strategy.update(step_losses)
+        batch = labels.shape[0]
+        samples += batch
+        loss_sum += (weights * step_losses).sum() * batch
+        head_loss_sum = head_loss_sum + step_losses * batch
+        if progress and step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", final=f"{losses[-1].item():.3f}", refresh=False)
+    if samples == 0:
+        raise ValueError("loader yielded no batches: nothing to train on")
+    if scheduler is not None:
+        scheduler.step()
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "samples": samples,
+        "loss": loss_sum.item() / samples,
+        "head_losses": (head_loss_sum / samples).tolist(),
+    }
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, loader: Batches, *, device: torch.device | str, amp: bool = True, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax outputs of every head: ``probs`` float32 [K, N, C], ``labels`` int64 [N], in loader order."""
+    device = torch.device(device)
+    model.eval()
+    probs: list[Tensor] = []
+    labels: list[Tensor] = []
+    for images, batch_labels in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        with _autocast(device, amp):
+            outputs = model(images.to(device, non_blocking=True))
+        probs.append(torch.stack([out.float().softmax(dim=1) for out in outputs]).cpu())
+        labels.append(batch_labels.cpu())
+    if not probs:
+        raise ValueError("loader yielded no batches: nothing to evaluate")
+    return torch.cat(probs, dim=1).numpy(), torch.cat(labels).to(torch.int64).numpy()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: LRScheduler | None = None,
+    strategy: WeightingStrategy | None = None,
+    epoch: int,
+    extra: dict[str, Any] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> Path:
+    """Write everything needed to resume after ``epoch`` (the last finished epoch) atomically: a crash
+    mid-write leaves the previous checkpoint intact. Everything is plain tensors/numbers/lists/dicts, so it
+    loads with ``weights_only=True``."""
+    path = Path(path)
+    net = _unwrap(model)
+    state = {
+        "config": dict(getattr(net, "config", {})),
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "strategy": strategy.state_dict() if strategy is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,
+        "extra": extra or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no arbitrary code)."""
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(checkpoint, dict) or not {"model", "epoch"} <= checkpoint.keys():
+        raise ValueError(f"{path} is not a checkpoint written by anytime.train.save_checkpoint")
+    return checkpoint
+
+
+def restore_checkpoint(
+    checkpoint: dict[str, Any],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: LRScheduler | None = None,
+    strategy: WeightingStrategy | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> int:
+    """Load the given components' states from ``checkpoint``; returns the epoch to resume at (saved + 1)."""
+    _unwrap(model).load_state_dict(checkpoint["model"])
+    for name, part in (("optimizer", optimizer), ("scheduler", scheduler), ("strategy", strategy)):
+        if part is None:
+            continue
+        if checkpoint.get(name) is None:
+            raise ValueError(f"checkpoint has no {name} state to restore")
+        part.load_state_dict(checkpoint[name])
+    if scaler is not None and checkpoint.get("scaler") is not None:
+        scaler.load_state_dict(checkpoint["scaler"])
+    return int(checkpoint["epoch"]) + 1

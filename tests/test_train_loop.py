@@ -1,0 +1,249 @@
+"""The training loop for real: a ResANN learns scikit-learn's digits on CPU; checkpoints resume exactly."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, TensorDataset
+
+from anytime.models import create_model
+from anytime.train import (
+    evaluate,
+    load_checkpoint,
+    make_optimizer,
+    make_scheduler,
+    restore_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    train_one_epoch,
+)
+from anytime.weighting import create_strategy
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, TensorDataset]:
+    """1x8x8 digits, standardised, split 75/25 stratified with a fixed seed."""
+    data = load_digits()
+    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1)
+    images = (images - images.mean()) / images.std()
+    labels = torch.tensor(data.target, dtype=torch.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=0.25, random_state=0, stratify=labels
+    )
+    return {"train": TensorDataset(x_train, y_train), "test": TensorDataset(x_test, y_test)}
+
+
+def epoch_loader(dataset: TensorDataset, epoch: int, batch_size: int = 64) -> DataLoader:
+    """Shuffled with a per-epoch seed, like ShardDataset.set_epoch, so a resumed run sees the same order."""
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(epoch)
+    )
+
+
+def test_digits_every_head_learns(digits):
+    seed_everything(0)
+    epochs = 6
+    model = create_model("resann", num_classes=10, in_channels=1, n=2, c=16, period=1)
+    optimizer = make_optimizer(model, lr=0.1, nesterov=True, weight_decay=5e-4)
+    scheduler = make_scheduler(optimizer, name="cosine", epochs=epochs)
+    strategy = create_strategy("const", num_heads=model.num_heads)
+    history = [
+        train_one_epoch(
+            model,
+            epoch_loader(digits["train"], epoch),
+            optimizer,
+            strategy,
+            device="cpu",
+            epoch=epoch,
+            scheduler=scheduler,
+            progress=False,
+        )
+        for epoch in range(epochs)
+    ]
+    assert [h["epoch"] for h in history] == list(range(epochs))
+    assert history[0]["samples"] == len(digits["train"])
+    assert all(len(h["head_losses"]) == model.num_heads for h in history)
+    assert all(
+        last < first
+        for first, last in zip(history[0]["head_losses"], history[-1]["head_losses"], strict=True)
+    )
+    assert history[-1]["loss"] == pytest.approx(sum(history[-1]["head_losses"]), rel=1e-5)  # CONST: w = 1
+    assert history[1]["lr"] < history[0]["lr"] == 0.1  # the scheduler was stepped once per epoch
+    assert strategy.epoch == epochs - 1
+
+    probs, labels = evaluate(model, DataLoader(digits["test"], batch_size=200), device="cpu")
+    assert probs.shape == (model.num_heads, len(digits["test"]), 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=2), 1.0, atol=1e-5)
+    assert labels.dtype == np.int64 and np.array_equal(labels, digits["test"].tensors[1].numpy())
+    errors = (probs.argmax(axis=2) != labels).mean(axis=1)
+    assert errors[-1] < 0.10, errors
+    assert (errors < 0.5).all(), errors  # chance is 0.9
+
+
+def test_weights_decide_which_heads_train(digits):
+    """OPT(0) weights are one-hot at head 0: no parameter past unit 0 may change (BN buffers may)."""
+    seed_everything(1)
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4, period=1)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    optimizer = make_optimizer(model, lr=0.05, weight_decay=0.0)
+    strategy = create_strategy("opt", num_heads=3, j=0)
+    subset = TensorDataset(*(t[:256] for t in digits["train"].tensors))
+    train_one_epoch(
+        model, epoch_loader(subset, 0), optimizer, strategy, device="cpu", epoch=0, progress=False
+    )
+    changed = {
+        ".".join(name.split(".")[:2]).removesuffix(".weight")
+        for name, value in model.named_parameters()
+        if not torch.equal(value, before[name])
+    }
+    assert changed == {"stem", "units.0", "heads.0"}
+
+
+def make_run(seed: int = 3, config: dict | None = None):
+    """Model, optimiser, step scheduler and a sampling strategy whose RNG is part of its state."""
+    seed_everything(seed)
+    config = config or {"name": "resann", "num_classes": 10, "in_channels": 1, "n": 1, "c": 8, "period": 1}
+    model = create_model(**config)
+    optimizer = make_optimizer(model, lr=0.05, nesterov=True, decay_norm_and_bias=False)
+    scheduler = make_scheduler(optimizer, name="step", epochs=3, milestones=[1, 2], gamma=0.5)
+    strategy = create_strategy("alternating", num_heads=model.num_heads, scheme="sieve", seed=seed)
+    return model, optimizer, scheduler, strategy
+
+
+def run_epochs(run, dataset, epochs) -> None:
+    model, optimizer, scheduler, strategy = run
+    for epoch in epochs:
+        train_one_epoch(
+            model,
+            epoch_loader(dataset, epoch),
+            optimizer,
+            strategy,
+            device="cpu",
+            epoch=epoch,
+            scheduler=scheduler,
+            progress=False,
+        )
+
+
+def test_checkpoint_round_trip_resumes_identically(digits, tmp_path):
+    subset = TensorDataset(*(t[:320] for t in digits["train"].tensors))
+    straight = make_run()
+    run_epochs(straight, subset, range(2))
+
+    first = make_run()
+    run_epochs(first, subset, range(1))
+    model, optimizer, scheduler, strategy = first
+    path = save_checkpoint(
+        tmp_path / "ckpt" / "last.pt",
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        strategy=strategy,
+        epoch=0,
+        extra={"val_top1": [0.5, 0.25, 0.125]},
+    )
+    assert sorted(os.listdir(path.parent)) == ["last.pt"]  # no temp file left behind
+
+    checkpoint = load_checkpoint(path)  # weights_only=True inside
+    assert checkpoint["epoch"] == 0 and checkpoint["extra"] == {"val_top1": [0.5, 0.25, 0.125]}
+    # different init and strategy seed: everything must come from the file
+    resumed = make_run(seed=99, config=checkpoint["config"])
+    start = restore_checkpoint(
+        checkpoint, model=resumed[0], optimizer=resumed[1], scheduler=resumed[2], strategy=resumed[3]
+    )
+    assert start == 1
+    run_epochs(resumed, subset, range(start, 2))
+
+    for key, value in straight[0].state_dict().items():
+        assert torch.equal(value, resumed[0].state_dict()[key]), key
+    assert straight[2].state_dict() == resumed[2].state_dict()
+    assert torch.equal(straight[3].weights(), resumed[3].weights())
+    moments = [s["momentum_buffer"] for s in straight[1].state_dict()["state"].values()]
+    resumed_moments = [s["momentum_buffer"] for s in resumed[1].state_dict()["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(moments, resumed_moments, strict=True))
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path):
+    model = create_model("resann", in_channels=1, n=1, c=2)
+    path = save_checkpoint(tmp_path / "last.pt", model=model, epoch=4)
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        save_checkpoint(path, model=model, epoch=5, extra={"bad": lambda: None})
+    assert load_checkpoint(path)["epoch"] == 4
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_load_refuses_arbitrary_pickles(tmp_path):
+    torch.save({"model": {}, "epoch": 0, "payload": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_optimizer_groups_and_scheduler_shapes():
+    model = create_model("resann", in_channels=1, n=1, c=4)
+    plain = make_optimizer(model, lr=0.2, weight_decay=1e-3)
+    assert len(plain.param_groups) == 1 and plain.param_groups[0]["weight_decay"] == 1e-3
+    split = make_optimizer(model, lr=0.2, weight_decay=1e-3, nesterov=True, decay_norm_and_bias=False)
+    decayed, exempt = split.param_groups
+    assert decayed["weight_decay"] == 1e-3 and exempt["weight_decay"] == 0.0 and decayed["nesterov"]
+    norm_and_bias = {id(p) for m in model.modules() for p in m.parameters(recurse=False) if p.ndim == 1}
+    assert {id(p) for p in exempt["params"]} == norm_and_bias
+    assert len(decayed["params"]) + len(exempt["params"]) == len(list(model.parameters()))
+
+    def lrs(scheduler, optimizer, epochs):
+        out = []
+        for _ in range(epochs):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    opt = make_optimizer(model, lr=1.0)
+    assert lrs(make_scheduler(opt, name="step", epochs=8), opt, 8) == pytest.approx(
+        [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01]  # default milestones: 50% and 75% of training
+    )
+    opt = make_optimizer(model, lr=1.0)
+    cosine = lrs(make_scheduler(opt, name="cosine", epochs=4), opt, 5)
+    assert cosine == pytest.approx([1, 0.8535534, 0.5, 0.1464466, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda m: make_optimizer(m, lr=0), r"lr=0 .*\(0.0, inf\)"),
+        (lambda m: make_optimizer(m, momentum=1.0), r"momentum=1.0 .*\[0.0, 1.0\)"),
+        (lambda m: make_optimizer(m, weight_decay=-1), r"weight_decay=-1 "),
+        (lambda m: make_optimizer(m, momentum=0, nesterov=True), r"nesterov=True .*momentum > 0"),
+        (lambda m: make_scheduler(make_optimizer(m), name="poly", epochs=3), r"name='poly' .*step, cosine"),
+        (lambda m: make_scheduler(make_optimizer(m), epochs=0), r"epochs=0 "),
+        (lambda m: make_scheduler(make_optimizer(m), epochs=5, milestones=[3, 2]), r"milestones=\[3, 2\]"),
+        (lambda m: make_scheduler(make_optimizer(m), epochs=5, milestones=[9]), r"\[1, 5\]"),
+        (lambda m: make_scheduler(make_optimizer(m), epochs=5, gamma=2.0), r"gamma=2.0 .*\(0.0, 1.0\]"),
+        (lambda m: seed_everything(-1), r"seed=-1 "),
+    ],
+)
+def test_bad_settings_raise_clear_value_error(build, match):
+    with pytest.raises(ValueError, match=match):
+        build(create_model("resann", in_channels=1, n=1, c=2))
+
+
+def test_seed_everything_reproduces_init_and_draws():
+    seed_everything(7)
+    a = create_model("resann", in_channels=1, n=1, c=4).state_dict()
+    draws_a = (torch.rand(3), np.random.rand(3))
+    seed_everything(7)
+    b = create_model("resann", in_channels=1, n=1, c=4).state_dict()
+    draws_b = (torch.rand(3), np.random.rand(3))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(draws_a[0], draws_b[0]) and np.array_equal(draws_a[1], draws_b[1])
