@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--imagenet", nargs="*", default=["resann26", "resann50", "resann101"])
     parser.add_argument("--imagenet-size", type=int, default=224)
     args = parser.parse_args()
-    device = setup(parser, args)
+    device = setup(parser, args).device
 
     for n in args.cifar_n:
         for period in args.cifar_periods:

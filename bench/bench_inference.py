@@ -1,0 +1,85 @@
+"""Inference cost of anytime prediction vs a plain forward pass, and of stopping early at head k.
+
+Prints (each a median over --repeats of ratios measured within one repeat):
+- all-heads forward / plain forward (same backbone, final head only): target <= 1.05;
+- forward(until=k) / forward(until=K-1) for every head k, beside flops(k) / flops(K-1) from
+  ``anytime.flops.head_costs``, and the correlation between the two columns (early exit saves what it should).
+
+    python -m bench.bench_inference                      # CIFAR-shaped ResANN-32, batch 32, CPU
+    python -m bench.bench_inference --device cuda --batch 256 --n 18
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import torch
+
+from anytime.flops import head_costs
+from anytime.models import create_model
+from bench.baselines import plain_counterpart
+from bench.timing import bench_parser, ratio_line, setup
+
+
+def main() -> None:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5, help="units per group: depth 6n+2 (5 = ResANN-32)")
+    parser.add_argument("--c", type=int, default=16)
+    parser.add_argument("--period", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--in-channels", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--number", type=int, default=1, help="timed forward passes per measurement")
+    args = parser.parse_args()
+    bench = setup(parser, args)
+    device = bench.device
+
+    model = create_model(
+        "resann",
+        num_classes=args.classes,
+        in_channels=args.in_channels,
+        n=args.n,
+        c=args.c,
+        period=args.period,
+    )
+    plain = plain_counterpart(model)
+    model, plain = model.to(device).eval(), plain.to(device).eval()
+    input_shape = (args.in_channels, args.image_size, args.image_size)
+    x = torch.randn(args.batch, *input_shape, device=device)
+    last = model.num_heads - 1
+
+    print(bench.header())
+    print(f"# resann n={args.n} c={args.c} period={args.period} K={model.num_heads} batch={args.batch}")
+    with torch.inference_mode():
+        ratios, plain_seconds = bench.interleaved_ratios(
+            lambda: plain(x), {"all": lambda: model(x)}, number=args.number
+        )
+        print(
+            ratio_line("inference all-heads/plain forward", ratios["all"], target="<= 1.05"),
+            f"  plain: {args.batch / statistics.median(plain_seconds):.0f} images/s",
+            flush=True,
+        )
+        early = {k: (lambda k=k: model(x, until=k)) for k in range(last)}
+        ratios, _ = bench.interleaved_ratios(lambda: model(x, until=last), early, number=args.number)
+
+    costs = head_costs(model, input_shape)
+    time_ratios = [statistics.median(ratios[k]) for k in range(last)] + [1.0]
+    flops_ratios = [cost / costs[-1] for cost in costs]
+    for k in range(last):
+        print(
+            ratio_line(f"inference forward(until={k})/forward(until={last})", ratios[k]),
+            f"  flops ratio {flops_ratios[k]:.3f}",
+        )
+    if model.num_heads > 2:
+        correlation = float(np.corrcoef(time_ratios, flops_ratios)[0, 1])
+        slope = float(np.polyfit(flops_ratios, time_ratios, 1)[0])
+        print(
+            f"inference time(k)/time(K) vs flops(k)/flops(K) pearson r: {correlation:.3f} "
+            f"(over {model.num_heads} heads, medians of {args.repeats})  least-squares slope {slope:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
