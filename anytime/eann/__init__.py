@@ -2,14 +2,21 @@
 anytime predictors that run a network head by head and stop when the budget runs out."""
 
 from anytime.eann.assembly import EannCurve, MemberCurve, eann_curve, load_member, opt_curve, opt_plus_curve
+from anytime.eann.early_exit import ExitResult, calibrate_threshold, classify_with_exits, running_costs
 from anytime.eann.inflation import Inflation, inflation, inflation_limits
+from anytime.eann.predictor import AnytimePredictor, Prediction
 from anytime.eann.schedule import Run, compute_spent, fifo_schedule, geometric_costs
 
 __all__ = [
+    "AnytimePredictor",
     "EannCurve",
+    "ExitResult",
     "Inflation",
     "MemberCurve",
+    "Prediction",
     "Run",
+    "calibrate_threshold",
+    "classify_with_exits",
     "compute_spent",
     "eann_curve",
     "fifo_schedule",
@@ -19,4 +26,5 @@ __all__ = [
     "load_member",
     "opt_curve",
     "opt_plus_curve",
+    "running_costs",
 ]

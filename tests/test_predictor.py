@@ -1,0 +1,145 @@
+"""Real anytime inference: budgets and deadlines stop the computation; early exit shrinks the batch."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from anytime.eann.early_exit import average_cost, calibrate_threshold, classify_with_exits, running_costs
+from anytime.eann.predictor import AnytimePredictor
+from anytime.models import create_model
+
+SHAPE = (1, 8, 8)
+
+
+def tiny(seed=0, n=2):
+    torch.manual_seed(seed)
+    return create_model("resann", num_classes=10, in_channels=1, n=n, c=4, period=1).eval()
+
+
+def count_units(model):
+    """Forward hooks counting how often each unit runs (and with how many samples)."""
+    calls = [[] for _ in model.units]
+    for i, unit in enumerate(model.units):
+        unit.register_forward_hook(lambda _m, inputs, _o, i=i: calls[i].append(inputs[0].shape[0]))
+    return calls
+
+
+def slow_unit(model, index, seconds):
+    model.units[index].register_forward_pre_hook(lambda *_: time.sleep(seconds))
+
+
+def test_flops_budget_returns_the_last_head_that_fits_and_runs_nothing_past_it():
+    model = tiny()
+    predictor = AnytimePredictor(model, SHAPE)  # counts FLOPs with forward passes: hooks come after
+    calls = count_units(model)
+    x = torch.randn(5, *SHAPE)
+    result = predictor.predict(x, flops_budget=predictor.spent[0][2] + 1)
+    assert (result.head, result.stopped_by, result.heads_computed) == (2, "budget", 3)
+    assert result.flops == predictor.spent[0][2]
+    assert [len(c) for c in calls] == [1, 1, 1, 0, 0, 0]  # units after head 2 never ran
+    torch.testing.assert_close(result.logits, model(x, until=2)[2])
+    full = predictor.predict(x)
+    assert (full.head, full.stopped_by, full.flops) == (5, "complete", predictor.total_flops)
+    assert predictor.predict(x, flops_budget=0).logits is None  # not even the first head fits
+
+
+def test_soft_deadline_is_checked_between_heads():
+    model = tiny()
+    predictor = AnytimePredictor(model, SHAPE)
+    calls = count_units(model)
+    slow_unit(model, 3, 1.0)
+    result = predictor.predict(torch.randn(2, *SHAPE), deadline_s=0.3)
+    # head 3 was already being computed at the deadline: it completes late, then the run stops
+    assert (result.head, result.stopped_by) == (3, "deadline") and result.elapsed_s >= 1.0
+    assert [len(c) for c in calls] == [1, 1, 1, 1, 0, 0]
+
+
+def test_hard_deadline_answers_on_time_with_the_latest_completed_head():
+    model = tiny()
+    predictor = AnytimePredictor(model, SHAPE)
+    calls = count_units(model)
+    slow_unit(model, 3, 1.5)
+    result = predictor.predict(torch.randn(2, *SHAPE), deadline_s=0.4, hard=True)
+    assert (result.head, result.stopped_by, result.heads_computed) == (2, "deadline", 3)
+    assert 0.4 <= result.elapsed_s < 1.4  # answered at the deadline, while unit 3 was still sleeping
+    time.sleep(2.0)  # the worker thread finishes the head in progress and stops there
+    assert [len(c) for c in calls] == [1, 1, 1, 1, 0, 0]
+
+
+def test_eann_predictor_runs_members_in_turn_and_chooses_by_validation():
+    members = [tiny(0, n=1), tiny(1, n=2)]
+    x = torch.randn(3, *SHAPE)
+    val_errors = [[0.5, 0.4, 0.3], [0.9, 0.35, 0.2, 0.2, 0.2, 0.1]]
+    predictor = AnytimePredictor(members, SHAPE, val_errors=val_errors)
+    calls = count_units(members[1])
+    assert predictor.spent[1][0] > predictor.spent[0][2]  # member 1 starts after member 0's total
+    early = predictor.predict(x, flops_budget=predictor.spent[1][0])
+    assert (early.member, early.head) == (0, 2)  # member 1's first head is worse on validation
+    torch.testing.assert_close(early.logits, members[0](x)[2])
+    later = predictor.predict(x, flops_budget=predictor.spent[1][2])
+    assert (later.member, later.head) == (1, 2)
+    assert [len(c) for c in calls] == [2, 1, 1, 0, 0, 0]  # run 1 stopped after head 0, run 2 after head 2
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    """A small ResANN trained briefly on sklearn's embedded digits (8x8, 10 classes), split train/val/test."""
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(data.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    splits = {
+        "train": (x[:1100], y[:1100]),
+        "val": (x[1100:1450], y[1100:1450]),
+        "test": (x[1450:], y[1450:]),
+    }
+    torch.manual_seed(0)
+    model = create_model("resann", num_classes=10, in_channels=1, n=2, c=8, period=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    train_x, train_y = splits["train"]
+    for _ in range(12):
+        model.train()
+        for batch in torch.randperm(len(train_y)).split(64):
+            loss = sum(torch.nn.functional.cross_entropy(o, train_y[batch]) for o in model(train_x[batch]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval(), splits
+
+
+def test_budgeted_batch_hits_the_target_cost_with_real_exits(digits_model):
+    model, splits = digits_model
+    costs = running_costs(model, SHAPE)
+    with torch.no_grad():
+        probs_val = torch.stack([o.softmax(1) for o in model(splits["val"][0])]).numpy()
+        full_test = [o.argmax(1) for o in model(splits["test"][0])]
+    target = (costs[0] + costs[-1]) / 2
+    threshold = calibrate_threshold(probs_val, costs, target)
+    assert average_cost(probs_val, costs, threshold) <= target
+    calls = count_units(model)
+    x_test, y_test = splits["test"]
+    result = classify_with_exits(model, x_test, threshold, costs)
+    assert result.average_flops == pytest.approx(target, rel=0.15)
+    exits = result.exit_head
+    assert [c[0] for c in calls] == [int((exits >= k).sum()) for k in range(len(costs))]  # unit k: undecided
+    assert 0 < int((exits == 0).sum()) < len(y_test)  # samples really left early, others stayed
+    expected = torch.stack(full_test)[exits, torch.arange(len(y_test))]
+    assert torch.equal(result.predictions, expected)  # each prediction is its exit head's answer
+    accuracy = float((result.predictions == y_test).float().mean())
+    final_accuracy = float((full_test[-1] == y_test).float().mean())
+    assert final_accuracy > 0.85 and accuracy > final_accuracy - 0.06
+
+
+def test_calibration_limits(digits_model):
+    model, splits = digits_model
+    costs = running_costs(model, SHAPE)
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), size=(len(costs), 50)).astype(np.float32)
+    assert calibrate_threshold(probs, costs, costs[-1]) == float("inf")
+    cheapest = calibrate_threshold(probs, costs, costs[0])
+    assert average_cost(probs, costs, cheapest) == pytest.approx(costs[0])
+    with pytest.raises(ValueError, match="target_cost"):
+        calibrate_threshold(probs, costs, costs[0] / 2)
