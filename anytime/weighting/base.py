@@ -134,18 +134,28 @@ def list_strategies() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _signature(factory: StrategyFactory) -> inspect.Signature:
+    """The factory's signature, with a class's ``**kwargs`` expanded into what its base ``__init__`` takes."""
+    signature = inspect.signature(factory)
+    params = list(signature.parameters.values())
+    if isinstance(factory, type) and params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:
+        inherited = _signature(factory.__mro__[1]).parameters.values()
+        params = params[:-1] + [p for p in inherited if p.name not in signature.parameters]
+    return signature.replace(parameters=params)
+
+
 def create_strategy(name: str, num_heads: int, **hparams: Any) -> WeightingStrategy:
     """Build a registered strategy; an unknown name or hyperparameter is a ValueError listing what exists."""
     if name not in _REGISTRY:
         raise ValueError(f"weighting strategy {name!r} is unknown: choose one of {list_strategies()}")
     factory = _REGISTRY[name]
-    signature = inspect.signature(factory)
+    signature = _signature(factory)
     try:
         signature.bind(num_heads, **hparams)
     except TypeError as err:
         allowed = [p for p in signature.parameters if p != "num_heads"]
         raise ValueError(
-            f"hyperparameters {sorted(hparams)} are invalid for weighting strategy {name!r} ({err}): "
+            f"weighting strategy {name!r} rejects hyperparameters {sorted(hparams)} ({err}): "
             f"allowed are {allowed}"
         ) from None
     return factory(num_heads, **hparams)

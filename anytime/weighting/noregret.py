@@ -117,29 +117,8 @@ class AverageReward(NoRegretStrategy):
     The EMA starts at the first reward seen; while every clipped average is 0, q is uniform.
     """
 
-    def __init__(
-        self,
-        num_heads: int,
-        *,
-        momentum: float = 0.9,
-        gamma: float = 0.3,
-        rho_last: float = 0.85,
-        rho: float = 2.0,
-        scheme: str = "const",
-        seed: int = 0,
-        normalisation: str = "last",
-        eann: bool = False,
-    ) -> None:
-        super().__init__(
-            num_heads,
-            gamma=gamma,
-            rho_last=rho_last,
-            rho=rho,
-            scheme=scheme,
-            seed=seed,
-            normalisation=normalisation,
-            eann=eann,
-        )
+    def __init__(self, num_heads: int, *, momentum: float = 0.9, **kwargs: Any) -> None:
+        super().__init__(num_heads, **kwargs)
         self.momentum = check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
         self.reward_ema = torch.zeros(num_heads, dtype=torch.float64)
         self.reward_steps = 0

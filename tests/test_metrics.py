@@ -1,0 +1,104 @@
+"""Evaluation metrics (spec §6) on hand-checkable numbers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from anytime.metrics import anytime_auc, head_errors, milestone_heads, relative_increase, reported_topk
+
+
+def test_head_errors_top1_and_topk_by_hand():
+    # Two heads, three samples, four classes; labels 0, 1, 2.
+    probs = np.array(
+        [
+            [[0.7, 0.1, 0.1, 0.1], [0.5, 0.2, 0.3, 0.0], [0.1, 0.2, 0.3, 0.4]],  # right, 3rd, 2nd
+            [[0.1, 0.2, 0.3, 0.4], [0.1, 0.6, 0.2, 0.1], [0.0, 0.0, 1.0, 0.0]],  # 4th, right, right
+        ],
+        dtype=np.float32,
+    )
+    labels = np.array([0, 1, 2])
+    errors = head_errors(probs, labels, topk=(1, 2, 3, 4))
+    assert errors["top1"] == pytest.approx([2 / 3, 1 / 3])
+    assert errors["top2"] == pytest.approx([1 / 3, 1 / 3])
+    assert errors["top3"] == pytest.approx([0.0, 1 / 3])
+    assert errors["top4"] == [0.0, 0.0]
+
+
+def test_ties_count_as_argmax_would_resolve_them():
+    probs = np.full((1, 4, 4), 0.25, dtype=np.float32)  # a head that knows nothing
+    errors = head_errors(probs, np.array([0, 1, 2, 3]), topk=(1, 2))
+    assert errors == {"top1": [0.75], "top2": [0.5]}
+
+
+def test_default_topk_follows_the_spec_reporting_rule():
+    assert reported_topk(10) == (1,)
+    assert reported_topk(100) == (1, 5)
+    rng = np.random.default_rng(0)
+    assert set(head_errors(rng.random((2, 5, 10)), np.arange(5))) == {"top1"}
+    assert set(head_errors(rng.random((2, 5, 100)), np.arange(5))) == {"top1", "top5"}
+
+
+@pytest.mark.parametrize(
+    ("probs", "labels", "topk", "fragment"),
+    [
+        (np.ones((3, 4)), np.zeros(3, dtype=int), None, "expected [K heads, N samples, C classes]"),
+        (np.ones((2, 3, 4)), np.zeros(2, dtype=int), None, "expected 3 integers"),
+        (np.ones((2, 3, 4)), np.zeros(3), None, "expected 3 integers"),
+        (np.ones((2, 3, 4)), np.array([0, 4, 1]), None, "classes are 0..3"),
+        (np.ones((2, 3, 4)), np.zeros(3, dtype=int), (5,), "topk value 5 is invalid"),
+        (np.ones((2, 3, 4)), np.zeros(3, dtype=int), (0,), "topk value 0 is invalid"),
+        (np.full((2, 3, 4), np.nan), np.zeros(3, dtype=int), None, "NaN"),
+    ],
+)
+def test_head_errors_bad_input(probs, labels, topk, fragment):
+    with pytest.raises(ValueError) as info:
+        head_errors(probs, labels, topk)
+    assert fragment in str(info.value)
+
+
+def test_milestones_pick_the_last_affordable_head():
+    assert milestone_heads([10, 20, 30, 40, 50, 60, 70, 80]) == {"0.25": 1, "0.5": 3, "0.75": 5, "1": 7}
+    # Exactly on a milestone counts; just above does not.
+    assert milestone_heads([25, 26, 50, 75, 100]) == {"0.25": 0, "0.5": 2, "0.75": 3, "1": 4}
+    assert milestone_heads([30, 60, 100]) == {"0.25": None, "0.5": 0, "0.75": 1, "1": 2}
+
+
+def test_relative_increase_in_percent():
+    assert relative_increase(0.11, 0.10) == pytest.approx(10.0)
+    assert relative_increase(0.09, 0.10) == pytest.approx(-10.0)
+    assert relative_increase(0.0, 0.0) == 0.0
+    assert relative_increase(0.01, 0.0) == math.inf
+    with pytest.raises(ValueError, match=r"err_opt=-0\.1"):
+        relative_increase(0.1, -0.1)
+
+
+def test_anytime_auc_by_hand():
+    # x = [0.25, 0.5, 1]: first error before head 0, then 0.5 on [0.25, 0.5), 0.3 on [0.5, 1).
+    assert anytime_auc([1, 2, 4], [0.5, 0.3, 0.1]) == pytest.approx(0.5 * 0.25 + 0.5 * 0.25 + 0.3 * 0.5)
+    # Charging chance error (0.9 for ten classes) before the first head.
+    assert anytime_auc([1, 2, 4], [0.5, 0.3, 0.1], initial_error=0.9) == pytest.approx(0.225 + 0.125 + 0.15)
+    # A single head covers the whole budget; costs are scale-free.
+    assert anytime_auc([7], [0.2]) == pytest.approx(0.2)
+    assert anytime_auc([100, 200, 400], [0.5, 0.3, 0.1]) == anytime_auc([1, 2, 4], [0.5, 0.3, 0.1])
+
+
+def test_anytime_auc_prefers_the_better_anytime_curve():
+    costs = [1, 2, 3, 4]
+    assert anytime_auc(costs, [0.4, 0.3, 0.2, 0.1]) < anytime_auc(costs, [0.9, 0.8, 0.7, 0.1])
+
+
+@pytest.mark.parametrize(
+    ("costs", "errors", "fragment"),
+    [
+        ([], [], "one cumulative cost per head"),
+        ([2, 1], [0.1, 0.1], "non-decreasing"),
+        ([0, 0], [0.1, 0.1], "final one > 0"),
+        ([1, 2], [0.1], "expected 2 finite"),
+        ([1, 2], [0.1, float("nan")], "expected 2 finite"),
+    ],
+)
+def test_anytime_auc_bad_input(costs, errors, fragment):
+    with pytest.raises(ValueError) as info:
+        anytime_auc(costs, errors)
+    assert fragment in str(info.value)
