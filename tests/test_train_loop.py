@@ -247,3 +247,42 @@ def test_seed_everything_reproduces_init_and_draws():
     draws_b = (torch.rand(3), np.random.rand(3))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(draws_a[0], draws_b[0]) and np.array_equal(draws_a[1], draws_b[1])
+
+
+def _ddp_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
+    """One data-parallel rank: its own half of the data, DDP gradients, strategy fed all-reduced losses."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=world_size
+    )
+    try:
+        torch.set_num_threads(1)
+        generator = torch.Generator().manual_seed(rank)  # ranks see different data, hence different losses
+        images, labels = torch.randn(96, 1, 8, 8, generator=generator), torch.arange(96) % 10
+        seed_everything(0)  # same init on every rank (DDP also broadcasts it)
+        model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        strategy = create_strategy("adaloss", num_heads=model.num_heads, update_period=2)
+        loader = DataLoader(TensorDataset(images, labels), batch_size=16)
+        result = train_one_epoch(
+            ddp, loader, make_optimizer(ddp), strategy, device="cpu", epoch=0, progress=False
+        )
+        save_checkpoint(
+            f"{out_dir}/rank{rank}.pt", model=ddp, strategy=strategy, epoch=0, extra={"result": result}
+        )
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.heavy  # two spawned processes each import torch: ~15 s CPU, longer on a loaded box
+def test_data_parallel_ranks_share_global_losses(tmp_path):
+    """Two gloo ranks on different data: the strategies' EMA/weights and the reported losses agree."""
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    ranks = [load_checkpoint(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0]["extra"]["result"]["head_losses"] == ranks[1]["extra"]["result"]["head_losses"]
+    for key, value in ranks[0]["strategy"].items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(ranks[1]["strategy"][key])), key
+    assert not torch.equal(ranks[0]["strategy"]["weights"], torch.ones(3))  # AdaLoss did re-weight
+    for key, value in ranks[0]["model"].items():  # save_checkpoint unwrapped DDP: plain keys
+        assert not key.startswith("module.")
+        if "running" not in key:  # BN statistics stay per rank, as in plain DDP
+            assert torch.equal(value, ranks[1]["model"][key]), key
