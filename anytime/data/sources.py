@@ -189,6 +189,7 @@ def fetch_file(
     digest = file_sha256(part)
     if sha256 and digest != sha256:
         part.unlink()
+        part.with_suffix(".validator").unlink(missing_ok=True)
         if resumed:  # the kept prefix may be stale: one clean download before giving up
             return fetch_file(location, cache_dir, sha256=sha256, endpoint_url=endpoint_url, region=region)
         raise DataError(f"{location}: checksum mismatch: expected sha256 {sha256}, got {digest}")
