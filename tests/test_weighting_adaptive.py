@@ -112,6 +112,12 @@ LBAR = torch.tensor([2.0, 1.5, 1.2, 1.0])
 
 
 def test_adaloss_worked_example():
+    # The rule to the last bit, 1e-8 term included: u = (1/lbar + 1e-8) / (1/min(lbar) + 1e-8).
+    u = [(1 / x + 1e-8) / (1 + 1e-8) for x in LBAR.double().tolist()]
+    assert adaloss_weights(LBAR, gamma=0.07).tolist() == pytest.approx(
+        [0.93 * x + 0.07 for x in u], abs=1e-15
+    )
+    # The spec's rounded decimals.
     assert adaloss_weights(LBAR, gamma=0.07).tolist() == pytest.approx([0.535, 0.690, 0.845, 1.0], abs=1e-7)
     assert adaloss_weights(LBAR, gamma=0.07, final_extra=1.0).tolist() == pytest.approx(
         [0.3025, 0.380, 0.4575, 1.0], abs=1e-7
