@@ -135,8 +135,7 @@ def test_budgeted_batch_hits_the_target_cost_with_real_exits(digits_model):
 
 
 def test_calibration_limits(digits_model):
-    model, splits = digits_model
-    costs = running_costs(model, SHAPE)
+    costs = running_costs(digits_model[0], SHAPE)
     probs = np.random.default_rng(0).dirichlet(np.ones(10), size=(len(costs), 50)).astype(np.float32)
     assert calibrate_threshold(probs, costs, costs[-1]) == float("inf")
     cheapest = calibrate_threshold(probs, costs, costs[0])

@@ -26,7 +26,7 @@ def running_costs(model: AnytimeNet, input_shape: Sequence[int]) -> list[float]:
 
 
 def exit_heads(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """Head at which each sample exits, from softmax outputs ``[K, N, C]``: first with max prob >= threshold."""
+    """Exit head of each sample from softmax outputs ``[K, N, C]``: the first with max prob >= threshold."""
     confident = probs.max(axis=2) >= threshold  # [K, N]
     confident[-1] = True
     return confident.argmax(axis=0)
@@ -40,7 +40,8 @@ def calibrate_threshold(probs_val: np.ndarray, costs: Sequence[float], target_co
     """The confidence threshold whose validation average cost is the largest not above ``target_cost``."""
     if not costs[0] <= target_cost:
         raise ValueError(
-            f"target_cost={target_cost!r} is invalid: every sample pays at least the first head, {costs[0]:.4g}"
+            f"target_cost={target_cost!r} is invalid: every sample pays at least the first head "
+            f"({costs[0]:.4g} FLOPs)"
         )
     if target_cost >= costs[-1]:
         return float("inf")  # the whole network fits: never exit early

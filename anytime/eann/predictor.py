@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from anytime.flops import forward_flops
+from anytime.eann.early_exit import running_costs
 from anytime.models import AnytimeNet
 
 
@@ -63,7 +63,7 @@ class AnytimePredictor:
         self.spent: list[list[float]] = []
         offset = 0.0
         for model in self.models:
-            running = [float(forward_flops(model, input_shape, until=k)) for k in range(model.num_heads)]
+            running = running_costs(model, input_shape)
             self.spent.append([offset + f for f in running])
             offset += running[-1]
 
