@@ -5,7 +5,6 @@ functions. Each step the loss is ``(strategy.weights() * per_head_losses).sum()`
 step, the strategy sees the (globally averaged, under torch.distributed) per-head losses.
 """
 
-import math
 import os
 import random
 import tempfile
@@ -23,6 +22,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
 from tqdm.auto import tqdm
 
 from anytime.weighting import WeightingStrategy
+from anytime.weighting.base import check_float, check_int
 
 SCHEDULERS = ("step", "cosine")
 Batches = Iterable[tuple[Tensor, Tensor]]
@@ -31,8 +31,7 @@ Batches = Iterable[tuple[Tensor, Tensor]]
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:
     """Seed python, numpy and torch (all devices); with ``deterministic``, ask cuDNN/torch for reproducible
     kernels (``warn_only``: ops without a deterministic version warn instead of failing)."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed={seed!r} is invalid: must be an integer in [0, 2**32)")
+    check_int("seed", seed, low=0, high=2**32 - 1)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -41,22 +40,6 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> None:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def _check_number(
-    name: str,
-    value: Any,
-    low: float,
-    high: float = math.inf,
-    *,
-    low_open: bool = False,
-    high_open: bool = True,
-) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name}={value!r} is invalid: must be a number in {interval}")
 
 
 def make_optimizer(
@@ -70,9 +53,9 @@ def make_optimizer(
 ) -> torch.optim.SGD:
     """SGD with momentum. ``decay_norm_and_bias=False`` exempts 1-d parameters (BN affine, biases) from weight
     decay, as many modern recipes do; the default decays everything like the original ResNet recipe."""
-    _check_number("lr", lr, 0.0, low_open=True)
-    _check_number("momentum", momentum, 0.0, 1.0)
-    _check_number("weight_decay", weight_decay, 0.0)
+    check_float("lr", lr, low=0.0, low_open=True)
+    check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    check_float("weight_decay", weight_decay, low=0.0)
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True is invalid with momentum=0: Nesterov needs momentum > 0")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -98,11 +81,10 @@ def make_scheduler(
     75% of training as in the ANN papers' CIFAR recipe) or ``cosine`` (to zero over ``epochs``)."""
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler name={name!r} is invalid: must be one of {', '.join(SCHEDULERS)}")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} is invalid: must be an integer >= 1")
+    check_int("epochs", epochs, low=1)
     if name == "cosine":
         return CosineAnnealingLR(optimizer, T_max=epochs)
-    _check_number("gamma", gamma, 0.0, 1.0, low_open=True, high_open=False)
+    check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)
     if milestones is None:
         milestones = sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
     milestones = list(milestones)

@@ -44,17 +44,23 @@ def epoch_loader(dataset: TensorDataset, epoch: int, batch_size: int = 64) -> Da
     )
 
 
-def test_digits_every_head_learns(digits):
-    seed_everything(0)
-    epochs = 6
-    model = create_model("resann", num_classes=10, in_channels=1, n=2, c=16, period=1)
-    optimizer = make_optimizer(model, lr=0.1, nesterov=True, weight_decay=5e-4)
-    scheduler = make_scheduler(optimizer, name="cosine", epochs=epochs)
-    strategy = create_strategy("const", num_heads=model.num_heads)
-    history = [
+def make_run(seed: int = 3, config: dict | None = None):
+    """Model, optimiser, step scheduler and a sampling strategy whose RNG is part of its state."""
+    seed_everything(seed)
+    config = config or {"name": "resann", "num_classes": 10, "in_channels": 1, "n": 1, "c": 8, "period": 1}
+    model = create_model(**config)
+    optimizer = make_optimizer(model, lr=0.05, nesterov=True, decay_norm_and_bias=False)
+    scheduler = make_scheduler(optimizer, name="step", epochs=3, milestones=[1, 2], gamma=0.5)
+    strategy = create_strategy("alternating", num_heads=model.num_heads, scheme="sieve", seed=seed)
+    return model, optimizer, scheduler, strategy
+
+
+def run_epochs(run, dataset, epochs) -> list[dict]:
+    model, optimizer, scheduler, strategy = run
+    return [
         train_one_epoch(
             model,
-            epoch_loader(digits["train"], epoch),
+            epoch_loader(dataset, epoch),
             optimizer,
             strategy,
             device="cpu",
@@ -62,8 +68,18 @@ def test_digits_every_head_learns(digits):
             scheduler=scheduler,
             progress=False,
         )
-        for epoch in range(epochs)
+        for epoch in epochs
     ]
+
+
+def test_digits_every_head_learns(digits):
+    seed_everything(0)
+    epochs = 6
+    model = create_model("resann", num_classes=10, in_channels=1, n=2, c=16, period=1)
+    optimizer = make_optimizer(model, lr=0.1, nesterov=True, weight_decay=5e-4)
+    scheduler = make_scheduler(optimizer, name="cosine", epochs=epochs)
+    strategy = create_strategy("const", num_heads=model.num_heads)
+    history = run_epochs((model, optimizer, scheduler, strategy), digits["train"], range(epochs))
     assert [h["epoch"] for h in history] == list(range(epochs))
     assert history[0]["samples"] == len(digits["train"])
     assert all(len(h["head_losses"]) == model.num_heads for h in history)
@@ -101,32 +117,6 @@ def test_weights_decide_which_heads_train(digits):
         if not torch.equal(value, before[name])
     }
     assert changed == {"stem", "units.0", "heads.0"}
-
-
-def make_run(seed: int = 3, config: dict | None = None):
-    """Model, optimiser, step scheduler and a sampling strategy whose RNG is part of its state."""
-    seed_everything(seed)
-    config = config or {"name": "resann", "num_classes": 10, "in_channels": 1, "n": 1, "c": 8, "period": 1}
-    model = create_model(**config)
-    optimizer = make_optimizer(model, lr=0.05, nesterov=True, decay_norm_and_bias=False)
-    scheduler = make_scheduler(optimizer, name="step", epochs=3, milestones=[1, 2], gamma=0.5)
-    strategy = create_strategy("alternating", num_heads=model.num_heads, scheme="sieve", seed=seed)
-    return model, optimizer, scheduler, strategy
-
-
-def run_epochs(run, dataset, epochs) -> None:
-    model, optimizer, scheduler, strategy = run
-    for epoch in epochs:
-        train_one_epoch(
-            model,
-            epoch_loader(dataset, epoch),
-            optimizer,
-            strategy,
-            device="cpu",
-            epoch=epoch,
-            scheduler=scheduler,
-            progress=False,
-        )
 
 
 def test_checkpoint_round_trip_resumes_identically(digits, tmp_path):
