@@ -7,7 +7,7 @@ from anytime.data.formats import DATASETS, read_dataset
 from anytime.data.reader import ShardDataset, load_manifest
 from anytime.data.shards import write_shards
 from anytime.data.sources import fetch_file, fetch_into, location_kind
-from anytime.data.transforms import Augment, default_augment, prepare_batch
+from anytime.data.transforms import Augment, decode_batch, default_augment, prepare_batch
 
 __all__ = [
     "DATASETS",
@@ -16,6 +16,7 @@ __all__ = [
     "RawDataset",
     "ShardDataset",
     "Split",
+    "decode_batch",
     "default_augment",
     "fetch_file",
     "fetch_into",

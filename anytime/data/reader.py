@@ -27,7 +27,7 @@ from anytime.data.transforms import Augment, prepare_batch
 SPLITS = ("train", "val", "test")
 
 
-def _filesystem(root: str, endpoint_url: str | None) -> tuple[pafs.FileSystem, str]:
+def shard_filesystem(root: str, endpoint_url: str | None) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and in-filesystem path of a local directory or ``s3://bucket/prefix``."""
     if root.startswith("s3://"):
         path = root[len("s3://") :].rstrip("/")
@@ -42,7 +42,7 @@ def _filesystem(root: str, endpoint_url: str | None) -> tuple[pafs.FileSystem, s
 
 def load_manifest(root: str, *, endpoint_url: str | None = None) -> dict[str, Any]:
     """The ``manifest.json`` of a shard directory (local path or ``s3://`` URI)."""
-    fs, base = _filesystem(str(root), endpoint_url)
+    fs, base = shard_filesystem(str(root), endpoint_url)
     try:
         with fs.open_input_stream(f"{base}/manifest.json") as fh:
             return json.loads(fh.read())
@@ -90,7 +90,7 @@ class ShardDataset(IterableDataset):
             raise DataError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
         self.root, self.split, self.shuffle, self.seed = str(root), split, shuffle, seed
         self.manifest = load_manifest(self.root, endpoint_url=endpoint_url)
-        self.fs, self.base = _filesystem(self.root, endpoint_url)
+        self.fs, self.base = shard_filesystem(self.root, endpoint_url)
         if augment is True:
             augment = Augment(**self.manifest.get("augment", {}))
         self.augment: Augment | None = augment or None
@@ -148,10 +148,10 @@ class ShardDataset(IterableDataset):
             table = pq.ParquetFile(fh).read_row_group(piece.row_group, columns=["image", "label"])
         return table.slice(piece.start, piece.stop - piece.start)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
-        info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        rank, world_size = self._rank_world()
+    def samples(
+        self, rank: int, world_size: int, worker: int, num_workers: int
+    ) -> Iterator[tuple[torch.Tensor, int]]:
+        """The samples one (rank, worker) yields this epoch (``__iter__`` fills in who is asking)."""
         pieces = self.plan(rank, world_size, worker, num_workers)
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         step = self.shuffle_groups if self.shuffle else 1
@@ -164,3 +164,8 @@ class ShardDataset(IterableDataset):
             order = rng.permutation(len(labels)) if self.shuffle else range(len(labels))
             for j in order:
                 yield images[j], int(labels[j])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.samples(*self._rank_world(), worker, num_workers)

@@ -151,3 +151,20 @@ def prepare_batch(
     rng = rng if rng is not None else np.random.default_rng()
     images = decode_images(cells, manifest, rng, augment)
     return normalise(augment_images(images, augment, rng), manifest["mean"], manifest["std"])
+
+
+def decode_batch(
+    batch: pa.Table | Mapping[str, Any],
+    *,
+    manifest: Mapping[str, Any],
+    augment: Augment | None = None,
+    seed: int | None = None,
+) -> dict[str, np.ndarray]:
+    """A Ray Data ``map_batches`` function: ``{image, label}`` columns -> ``{image [N,C,H,W], label}``."""
+    cells = batch.column("image") if isinstance(batch, pa.Table) else batch["image"]
+    labels = batch.column("label").to_numpy() if isinstance(batch, pa.Table) else np.asarray(batch["label"])
+    rng = np.random.default_rng(seed)
+    return {
+        "image": prepare_batch(cells, manifest, augment=augment, rng=rng),
+        "label": labels.astype(np.int64),
+    }

@@ -1,0 +1,204 @@
+"""ShardDataset: every sample exactly once per epoch over any ranks x workers, seeded shuffling,
+per-dataset augmentation, normalisation, DataLoader workers and S3 roots."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader
+
+from anytime.data import Augment, DataError, RawDataset, ShardDataset, Split, read_dataset, write_shards
+from anytime.data.transforms import augment_images
+from tests.fixtures import s3 as s3_fixtures
+from tests.fixtures.datasets import write_imagefolder
+from tests.fixtures.s3 import S3Endpoint
+
+s3_server = s3_fixtures.s3_server
+
+
+def numbered_dataset(n: int) -> RawDataset:
+    """Images whose two pixels spell their own index, so a yielded sample says which row it is."""
+    index = np.arange(n)
+    images = np.stack([index // 256, index % 256], axis=1).astype(np.uint8).reshape(n, 1, 2, 1)
+    split = Split(labels=index % 3, images=images)
+    return RawDataset("numbered", ["a", "b", "c"], (1, 2, 1), "raw", {"train": split, "test": split})
+
+
+def sample_index(image: torch.Tensor, manifest: dict) -> int:
+    pixels = np.rint((image.numpy() * manifest["std"][0] + manifest["mean"][0]) * 255).astype(int).ravel()
+    return int(pixels[0] * 256 + pixels[1])
+
+
+def shard(tmp: Path, n: int, rows_per_shard: int, row_group_rows: int) -> Path:
+    write_shards(
+        numbered_dataset(n),
+        tmp,
+        val_fraction=0.0,
+        seed=0,
+        rows_per_shard=rows_per_shard,
+        row_group_rows=row_group_rows,
+    )
+    return tmp
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 90),
+    rows_per_shard=st.integers(1, 25),
+    row_group_rows=st.integers(1, 9),
+    world_size=st.integers(1, 5),
+    num_workers=st.integers(1, 4),
+    shuffle=st.booleans(),
+    epoch=st.integers(0, 3),
+)
+def test_every_sample_exactly_once_over_ranks_and_workers(
+    n: int,
+    rows_per_shard: int,
+    row_group_rows: int,
+    world_size: int,
+    num_workers: int,
+    shuffle: bool,
+    epoch: int,
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = shard(Path(tmp), n, rows_per_shard, row_group_rows)
+        per_rank = []
+        seen = Counter()
+        for rank in range(world_size):
+            ds = ShardDataset(str(root), "train", shuffle=shuffle, seed=5, rank=rank, world_size=world_size)
+            ds.set_epoch(epoch)
+            got = [
+                sample_index(x, ds.manifest)
+                for w in range(num_workers)
+                for x, _ in ds.samples(rank, world_size, w, num_workers)
+            ]
+            assert len(got) == len(ds)
+            per_rank.append(len(got))
+            seen.update(got)
+        assert seen == Counter(range(n))  # all samples, none twice
+        assert max(per_rank) - min(per_rank) <= 1  # ranks stay in step (DDP needs equal batch counts)
+
+
+@pytest.fixture(scope="module")
+def numbered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shard(tmp_path_factory.mktemp("numbered"), 103, rows_per_shard=20, row_group_rows=6)
+
+
+def loader_indices(ds: ShardDataset, num_workers: int) -> list[int]:
+    loader = DataLoader(ds, batch_size=8, num_workers=num_workers)
+    return [sample_index(x, ds.manifest) for images, _ in loader for x in images]
+
+
+def test_dataloader_workers_and_ranks_cover_split_once(numbered: Path) -> None:
+    seen = []
+    for rank in range(2):
+        ds = ShardDataset(str(numbered), "train", shuffle=True, seed=1, rank=rank, world_size=2)
+        seen += loader_indices(ds, num_workers=2)
+    assert sorted(seen) == list(range(103))
+
+
+def test_shuffle_depends_on_seed_and_epoch_only(numbered: Path) -> None:
+    def order(seed: int, epoch: int) -> list[int]:
+        ds = ShardDataset(str(numbered), "train", shuffle=True, seed=seed)
+        ds.set_epoch(epoch)
+        return [sample_index(x, ds.manifest) for x, _ in ds]
+
+    assert order(0, 0) == order(0, 0)
+    assert order(0, 0) != order(0, 1) and order(0, 0) != order(1, 0)
+    assert sorted(order(0, 1)) == list(range(103))
+    plain = ShardDataset(str(numbered), "train", shuffle=False)
+    assert [sample_index(x, plain.manifest) for x, _ in plain] == list(range(103))
+
+
+def test_labels_and_normalisation(numbered: Path) -> None:
+    ds = ShardDataset(str(numbered), "train")
+    images, labels = zip(*ds, strict=True)
+    assert all(label == sample_index(x, ds.manifest) % 3 for x, label in zip(images, labels, strict=True))
+    stacked = torch.stack(images)
+    assert stacked.dtype == torch.float32 and stacked.shape == (103, 1, 1, 2)
+    assert stacked.mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert stacked.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_pad_crop_is_a_window_of_the_padded_image_and_flip_mirrors() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, size=(64, 5, 6, 3), dtype=np.uint8)
+    out = augment_images(images, Augment(crop_padding=2), rng)
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))).transpose(0, 3, 1, 2)
+    offsets = set()
+    for i in range(len(images)):
+        hits = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if np.array_equal(out[i], padded[i, :, dy : dy + 5, dx : dx + 6])
+        ]
+        assert hits, "crop is not a window of the zero-padded image"
+        offsets.add(hits[0])
+    assert len(offsets) > 5
+    flipped = augment_images(images, Augment(flip=True), rng)
+    chw = images.transpose(0, 3, 1, 2)
+    is_flipped = [
+        np.array_equal(f, c[..., ::-1]) and not np.array_equal(f, c)
+        for f, c in zip(flipped, chw, strict=True)
+    ]
+    is_same = [np.array_equal(f, c) for f, c in zip(flipped, chw, strict=True)]
+    assert all(a or b for a, b in zip(is_flipped, is_same, strict=True)) and 10 < sum(is_flipped) < 54
+
+
+def test_augmentation_per_dataset_from_manifest(tmp_path: Path) -> None:
+    from anytime.data.digits import materialise_digits
+
+    materialise_digits(tmp_path / "raw")
+    write_shards(
+        read_dataset("digits", tmp_path / "raw"),
+        tmp_path / "s",
+        val_fraction=0.1,
+        seed=0,
+        rows_per_shard=400,
+        row_group_rows=50,
+    )
+    assert ShardDataset(str(tmp_path / "s"), "train", augment=True).augment == Augment(crop_padding=1)
+    assert ShardDataset(str(tmp_path / "s"), "train", augment=False).augment is None
+    custom = Augment(crop_padding=4, flip=True)
+    assert ShardDataset(str(tmp_path / "s"), "train", augment=custom).augment == custom
+    x, _ = next(iter(ShardDataset(str(tmp_path / "s"), "val", augment=True)))
+    assert x.shape == (1, 8, 8)
+
+
+def test_encoded_images_decode_to_image_size(tmp_path: Path) -> None:
+    write_imagefolder(tmp_path / "raw", per_class=3)
+    raw = read_dataset("imagefolder", tmp_path / "raw", image_size=12)
+    write_shards(raw, tmp_path / "s", val_fraction=0.0, seed=0, rows_per_shard=4, row_group_rows=2)
+    for augment in (False, True):
+        batch = list(ShardDataset(str(tmp_path / "s"), "train", augment=augment, shuffle=augment))
+        assert len(batch) == 6 and all(x.shape == (3, 12, 12) and torch.isfinite(x).all() for x, _ in batch)
+        assert sorted(label for _, label in batch) == [0, 0, 0, 1, 1, 1]
+
+
+def test_reader_errors(numbered: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown split 'dev'"):
+        ShardDataset(str(numbered), "dev")
+    with pytest.raises(DataError, match=r"cannot read manifest\.json"):
+        ShardDataset(str(tmp_path), "train")
+    with pytest.raises(DataError, match="unsupported shard location"):
+        ShardDataset("gs://bucket/x", "train")
+
+
+def test_s3_root_reads_same_samples(numbered: Path, s3_server: S3Endpoint) -> None:
+    bucket = s3_server.make_bucket("shards")
+    for path in numbered.rglob("*"):
+        if path.is_file():
+            s3_server.put(bucket, f"numbered/{path.relative_to(numbered)}", path.read_bytes())
+    remote = ShardDataset("s3://shards/numbered", "train", shuffle=True, seed=2, endpoint_url=s3_server.url)
+    local = ShardDataset(str(numbered), "train", shuffle=True, seed=2)
+    assert [(sample_index(x, remote.manifest), y) for x, y in remote] == [
+        (sample_index(x, local.manifest), y) for x, y in local
+    ]
