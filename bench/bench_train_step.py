@@ -1,0 +1,135 @@
+"""Training step time of a ResANN (all heads, each weighting strategy) over the plain network's step.
+
+The anytime side is the library's own loop, ``anytime.train.train_one_epoch`` (per-head losses, strategy
+weights, strategy update after the step); the baseline is a textbook PyTorch step of the same backbone with
+only its final head and plain cross-entropy (``bench.baselines``). Both see the same batches, already on
+the device, with the same optimiser settings and AMP setting. Target: every ratio <= 1.10.
+
+    python -m bench.bench_train_step                       # CIFAR-shaped ResANN-20, batch 64, CPU
+    python -m bench.bench_train_step --device cuda --n 18 --batch 128 --steps 20 --repeats 7   # ResANN-110
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from anytime.models import create_model
+from anytime.train import make_grad_scaler, make_optimizer, train_one_epoch
+from anytime.weighting import create_strategy
+from bench.baselines import plain_counterpart, plain_train_epoch
+from bench.timing import bench_parser, ratio_line, setup
+
+DEFAULT_STRATEGIES = ("sieve", "alternating:scheme=sieve", "adaloss", "rwm", "exp3", "avgl")
+
+
+def parse_strategy(text: str) -> tuple[str, dict[str, object]]:
+    """``name`` or ``name:key=value,key=value`` (values parsed as int, then float, else kept as text)."""
+    name, _, options = text.partition(":")
+    kwargs: dict[str, object] = {}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"strategy option {item!r} in {text!r} must look like key=value")
+        for convert in (int, float):
+            try:
+                kwargs[key] = convert(value)
+                break
+            except ValueError:
+                continue
+        else:
+            kwargs[key] = value
+    return name, kwargs
+
+
+def main() -> None:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3, help="units per group: depth 6n+2 (3 = ResANN-20)")
+    parser.add_argument("--c", type=int, default=16)
+    parser.add_argument("--period", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--in-channels", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=2, help="timed training steps per measurement")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        type=parse_strategy,
+        default=[parse_strategy(s) for s in DEFAULT_STRATEGIES],
+        metavar="NAME[:KEY=VALUE,...]",
+    )
+    args = parser.parse_args()
+    bench = setup(parser, args)
+    device = bench.device
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+
+    model = create_model(
+        "resann",
+        num_classes=args.classes,
+        in_channels=args.in_channels,
+        n=args.n,
+        c=args.c,
+        period=args.period,
+    )
+    plain = plain_counterpart(model).to(device)
+    model = model.to(device)
+    try:
+        strategies = {
+            name: create_strategy(kind, num_heads=model.num_heads, **kwargs)
+            for kind, kwargs in args.strategies
+            for name in [kind + "".join(f" {k}={v}" for k, v in kwargs.items())]
+        }
+    except (ValueError, TypeError) as error:
+        parser.error(f"--strategies: {error}")
+    images = torch.randn(args.batch, args.in_channels, args.image_size, args.image_size, device=device)
+    labels = torch.randint(0, args.classes, (args.batch,), device=device)
+    batches = [(images, labels)] * args.steps
+
+    optimizer, plain_optimizer = make_optimizer(model), make_optimizer(plain)
+    scaler, plain_scaler = make_grad_scaler(device, amp=args.amp), make_grad_scaler(device, amp=args.amp)
+    amp = args.amp and device.type == "cuda"
+
+    def anytime_epoch(strategy):
+        # epoch=1: the no-regret learners only start learning after epoch 0 (spec §5), so time them learning
+        return lambda: train_one_epoch(
+            model,
+            batches,
+            optimizer,
+            strategy,
+            device=device,
+            epoch=1,
+            scaler=scaler,
+            amp=amp,
+            progress=False,
+        )
+
+    def plain_epoch():
+        plain_train_epoch(plain, batches, plain_optimizer, device=device, scaler=plain_scaler, amp=amp)
+
+    print(bench.header())
+    print(
+        f"# resann n={args.n} c={args.c} period={args.period} K={model.num_heads} "
+        f"input {args.in_channels}x{args.image_size}x{args.image_size} batch={args.batch} "
+        f"steps/measurement={args.steps} amp={amp}"
+    )
+    ratios, plain_seconds = bench.interleaved_ratios(
+        plain_epoch, {name: anytime_epoch(s) for name, s in strategies.items()}, number=1
+    )
+    plain_rate = args.batch * args.steps / statistics.median(plain_seconds)
+    for name in strategies:
+        rate = plain_rate / statistics.median(ratios[name])
+        print(
+            ratio_line(f"train step {name}/plain", ratios[name], target="<= 1.10"),
+            f"  {rate:.0f} images/s ({bench.clock_name} clock)",
+            flush=True,
+        )
+    print(f"train step plain (final head only): {plain_rate:.0f} images/s ({bench.clock_name} clock)")
+
+
+if __name__ == "__main__":
+    main()
