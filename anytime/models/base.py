@@ -21,6 +21,14 @@ def head_positions(num_units: int, period: int) -> list[int]:
     return list(range((num_units - 1) % period, num_units, period))
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over the spatial dims, (N, C, H, W) -> (N, C). Unlike AdaptiveAvgPool2d its CUDA backward is
+    deterministic, so seeded runs stay reproducible without warnings."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3))
+
+
 class AnytimeHead(nn.Sequential):
     """BN-ReLU, global average pool, linear: the same as a pre-activation ResNet's final classifier."""
 
@@ -28,8 +36,7 @@ class AnytimeHead(nn.Sequential):
         super().__init__(
             nn.BatchNorm2d(in_channels),
             nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(1),
+            GlobalAvgPool(),
             nn.Linear(in_channels, num_classes),
         )
 
