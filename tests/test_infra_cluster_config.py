@@ -49,3 +49,10 @@ def test_gpu_worker_groups_autoscale_from_zero(raw_config):
     assert all(t["min_workers"] == 0 < t["max_workers"] for t in workers.values())
     assert sum(t["max_workers"] for t in workers.values()) <= prepared["max_workers"]
     assert prepared["docker"]["image"].endswith("-gpu")
+
+
+def test_every_node_starts_with_token_auth(raw_config):
+    starts = raw_config["head_start_ray_commands"] + raw_config["worker_start_ray_commands"]
+    ray_starts = [c for c in starts if "ray start" in c]
+    assert len(ray_starts) == 2 and all("export RAY_AUTH_MODE=token;" in c for c in ray_starts)
+    assert raw_config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}

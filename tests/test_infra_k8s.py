@@ -82,3 +82,13 @@ def test_job_targets_the_cluster_and_all_pods_use_the_launcher_image():
     gpu_group = cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert gpu_group["resources"]["limits"]["nvidia.com/gpu"] >= 1
     assert cluster["spec"]["rayVersion"] == ray.__version__
+
+
+def test_every_pod_authenticates_with_the_cluster_token():
+    cluster, job = _load("raycluster.yaml"), _load("rayjob-pipeline.yaml")
+    groups = [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
+    templates = [g["template"] for g in groups] + [job["spec"]["submitterPodTemplate"]]
+    for template in templates:
+        env = {e["name"]: e for c in template["spec"]["containers"] for e in c["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "anytime-ray-auth"
