@@ -10,7 +10,7 @@ latest head. FIFO with W workers: every finished member's final head and every r
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -62,6 +62,9 @@ def load_member(directory: str | Path) -> MemberCurve:
         raise ValueError(f"{path}: not a member metrics file ({exc!r})") from None
 
 
+COLUMNS = ("budget", "test_error", "val_error", "member", "head", "compute")
+
+
 @dataclass
 class EannCurve:
     """Error against wall-clock budget, a step function: ``test_error[i]`` holds from ``budget[i]``."""
@@ -75,6 +78,11 @@ class EannCurve:
     head: list[int] = field(default_factory=list)
     compute: list[float] = field(default_factory=list)
 
+    @classmethod
+    def from_rows(cls, label: str, workers: int, rows: Sequence[Mapping]) -> EannCurve:
+        """Rebuild a curve from :meth:`rows` (e.g. read back from JSON)."""
+        return cls(label, workers, *([row[c] for row in rows] for c in COLUMNS))
+
     def error_at(self, budget: float) -> float | None:
         """Test error of the answer available at ``budget`` (``None`` before the first head)."""
         index = next((i for i in reversed(range(len(self.budget))) if self.budget[i] <= budget), None)
@@ -85,18 +93,9 @@ class EannCurve:
         return next((b for b, e in zip(self.budget, self.test_error, strict=True) if e <= error), None)
 
     def rows(self) -> list[dict]:
-        return [
-            {"budget": b, "test_error": t, "val_error": v, "member": m, "head": h, "compute": c}
-            for b, t, v, m, h, c in zip(
-                self.budget,
-                self.test_error,
-                self.val_error,
-                self.member,
-                self.head,
-                self.compute,
-                strict=True,
-            )
-        ]
+        """One dict per breakpoint (JSON/CSV-ready)."""
+        columns = [getattr(self, c) for c in COLUMNS]
+        return [dict(zip(COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def _candidates(runs: Sequence[Run], members: Sequence[MemberCurve], t: float, sequential: bool):
