@@ -32,7 +32,8 @@ def read_split(
     paths = [f"{base}/{shard['path']}" for shard in manifest["splits"][split]["shards"]]
     if augment is True:
         augment = Augment(**manifest["augment"])
-    return ray.data.read_parquet(paths, filesystem=fs, columns=["image", "label"]).map_batches(
+    dataset = ray.data.read_parquet(paths, filesystem=fs).select_columns(["image", "label"])
+    return dataset.map_batches(
         decode_batch,
         batch_format="pyarrow",
         fn_kwargs={"manifest": manifest, "augment": augment or None, "seed": seed},
