@@ -1,8 +1,8 @@
 """DVC stage ``report``: the assemble stage's curves and summary -> what a person reads and DVC tracks.
 
-Figures use matplotlib's object API (``Figure.savefig``: Agg, never a display). Writes ``outputs/report/``
-in one atomic step: ``report.md`` (read first), ``metrics.json`` (for
-``dvc metrics show/diff``), step-curve CSVs for ``dvc plots`` (``curves/``, ``members/``) and PNG figures.
+Writes ``outputs/report/`` in one atomic step: ``report.md`` (read first), ``metrics.json`` (for ``dvc
+metrics show/diff``), step-curve CSVs for ``dvc plots`` (``curves/``, ``members/``) and PNG ``figures/``
+(matplotlib's object API, ``Figure.savefig``: Agg, never a display).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def dvc_metrics(summary: dict) -> dict:
     keys = ("auc", "final_test_error", "finish_budget", "total_compute", "error_at", "relative_to_opt")
     metrics = {
         "eann": {label: {k: s[k] for k in keys if k in s} for label, s in summary["schedules"].items()},
-        "inflation": summary["inflation"]["exact"],
+        "inflation": {f"W{w}": cases for w, cases in summary["inflation"]["exact"].items()},
         "members": {m["name"]: {"final_test_error": m["final_test_error"]} for m in summary["members"]},
     }
     if "opt" in summary:
@@ -200,10 +200,13 @@ def main() -> None:
             write_csv(tmp / "curves" / f"{label}.csv", ["budget", "test_error"], step_points(curve, horizon))
         for m in members:
             write_member_csv(tmp / "members" / f"{m.name}.csv", m)
+        (tmp / "figures").mkdir()
         for name, fig in figures.values():
-            fig.savefig(tmp / name, dpi=120)
+            fig.savefig(tmp / "figures" / name, dpi=120)
         (tmp / "metrics.json").write_text(json.dumps(dvc_metrics(summary), indent=2, sort_keys=True) + "\n")
-        (tmp / "report.md").write_text(markdown(summary, {t: n for t, (n, _) in figures.items()}))
+        (tmp / "report.md").write_text(
+            markdown(summary, {t: f"figures/{n}" for t, (n, _) in figures.items()})
+        )
     print(f"report in {OUT_DIR}/report.md (metrics.json, {len(figures)} figures, plot data for dvc plots)")
 
 
