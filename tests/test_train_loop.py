@@ -6,8 +6,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
 from anytime.models import create_model
@@ -27,6 +25,10 @@ from anytime.weighting import create_strategy
 @pytest.fixture(scope="module")
 def digits() -> dict[str, TensorDataset]:
     """1x8x8 digits, standardised, split 75/25 stratified with a fixed seed."""
+    # imported here: the spawned DDP ranks import this module and should not pay for scikit-learn
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     data = load_digits()
     images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1)
     images = (images - images.mean()) / images.std()
