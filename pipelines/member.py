@@ -1,0 +1,202 @@
+"""Training one anytime network on Ray Train (V2): the worker loop and the ``TorchTrainer`` that runs it.
+
+Shared by the train stage (EANN members, OPT baselines) and the tune stage. Everything the worker needs is
+in its plain-dict ``config`` (see :func:`pipelines.members.run_config`); the model, loop, weighting and
+checkpoint format all come from ``anytime``. Every epoch ends with a checkpoint, so a retried worker group
+(``FailureConfig(max_failures)``) or a re-run with the same ``RunConfig(name, storage_path)`` resumes after
+the last finished epoch instead of starting over.
+
+Fault injection (for tests and fire drills): with ``ANYTIME_FAULT_EPOCH=e`` and ``ANYTIME_FAULT_MARKER=path``
+in the workers' environment, the first worker to reach epoch ``e`` (of the run named
+``ANYTIME_FAULT_RUN``, if set) creates ``path`` and raises; the marker makes it fire once only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train.torch import TorchTrainer
+from torch.utils.data import DataLoader
+
+from anytime.data import ShardDataset
+from anytime.flops import head_costs
+from anytime.metrics import anytime_auc, head_errors
+from anytime.models import create_model
+from anytime.train import (
+    evaluate,
+    load_checkpoint,
+    make_grad_scaler,
+    make_optimizer,
+    make_scheduler,
+    restore_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    train_one_epoch,
+)
+from anytime.weighting import create_strategy
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, summary.json
+FAULT_EPOCH_ENV, FAULT_MARKER_ENV, FAULT_RUN_ENV = (
+    "ANYTIME_FAULT_EPOCH",
+    "ANYTIME_FAULT_MARKER",
+    "ANYTIME_FAULT_RUN",
+)
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by the fault-injection hook."""
+
+
+def maybe_inject_fault(run: str, epoch: int) -> None:
+    """Raise once (marker file created atomically) when the fault-injection variables select this epoch."""
+    wanted, marker = os.environ.get(FAULT_EPOCH_ENV), os.environ.get(FAULT_MARKER_ENV)
+    if wanted is None or marker is None or int(wanted) != epoch:
+        return
+    if os.environ.get(FAULT_RUN_ENV, run) != run:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    raise InjectedFault(f"injected fault in run {run!r} at epoch {epoch} ({FAULT_EPOCH_ENV})")
+
+
+def _loader(config: dict[str, Any], split: str, *, train: bool) -> DataLoader:
+    """Train: this rank's share, shuffled and augmented. Eval: the whole split (only rank 0 evaluates)."""
+    dataset = ShardDataset(
+        config["shards"],
+        split,
+        shuffle=train,
+        seed=config["seed"],
+        augment=train,
+        endpoint_url=config.get("endpoint_url"),
+        **({} if train else {"rank": 0, "world_size": 1}),
+    )
+    world = ray.train.get_context().get_world_size()
+    batch = max(1, config["batch_size"] // world) if train else config["eval_batch_size"]
+    return DataLoader(dataset, batch_size=batch, num_workers=config.get("loader_workers", 0))
+
+
+def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dict[str, Any]:
+    top1 = head_errors(probs, labels, topk=(1,))["top1"]
+    return {"val_top1": top1, "val_top1_final": top1[-1], "val_auc": anytime_auc(flops, top1)}
+
+
+def _write_final(directory: Path, model: torch.nn.Module, config: dict[str, Any], val, flops) -> None:
+    """The member outputs (DESIGN.md "Member outputs") minus metrics.json, which the driver derives."""
+    final = directory / FINAL_DIR
+    final.mkdir()
+    net = model.module if hasattr(model, "module") else model
+    torch.save({"config": net.config, "state_dict": net.state_dict()}, final / "model.pt")
+    test = evaluate(net, _loader(config, "test", train=False), device=ray.train.torch.get_device())
+    for split, (probs, labels) in (("val", val), ("test", test)):
+        np.save(final / f"probs_{split}.npy", probs.astype(np.float32))
+        np.save(final / f"labels_{split}.npy", labels.astype(np.int64))
+    summary = {"flops": flops, "head_units": list(net.head_units), "epochs": config["epochs"]}
+    (final / "summary.json").write_text(json.dumps(summary))
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: build with ``anytime``, resume from the last checkpoint, train/evaluate/report."""
+    context = ray.train.get_context()
+    rank, run = context.get_world_rank(), config["member"]
+    seed_everything(config["seed"] + rank)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    device = ray.train.torch.get_device()
+    model = create_model(**config["model"])
+    flops = head_costs(model, tuple(config["input_shape"]))
+    weighting = dict(config["weighting"])
+    strategy = create_strategy(weighting.pop("strategy"), num_heads=model.num_heads, **weighting)
+    optimizer = make_optimizer(model, **config["optimizer"])
+    scheduler = make_scheduler(optimizer, epochs=config["epochs"], **config["schedule"])
+    scaler = make_grad_scaler(device, amp=config["amp"])
+    start = 0
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            state = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+        start = restore_checkpoint(
+            state, model=model, optimizer=optimizer, scheduler=scheduler, strategy=strategy, scaler=scaler
+        )
+    model = ray.train.torch.prepare_model(model)
+    train_data = _loader(config, "train", train=True)
+    val_data = _loader(config, "val", train=False) if rank == 0 else None
+    for epoch in range(start, config["epochs"]):
+        train_data.dataset.set_epoch(epoch)
+        maybe_inject_fault(run, epoch)
+        stats = train_one_epoch(
+            model,
+            train_data,
+            optimizer,
+            strategy,
+            device=device,
+            epoch=epoch,
+            scheduler=scheduler,
+            scaler=scaler,
+            amp=config["amp"],
+            progress=False,
+        )
+        metrics: dict[str, Any] = {"epoch": epoch, "loss": stats["loss"], "head_losses": stats["head_losses"]}
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            continue
+        net = model.module if hasattr(model, "module") else model
+        val = evaluate(net, val_data, device=device, amp=config["amp"])
+        metrics |= _val_metrics(*val, flops)
+        with tempfile.TemporaryDirectory() as directory:
+            save_checkpoint(
+                Path(directory) / CHECKPOINT_FILE,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                strategy=strategy,
+                scaler=scaler,
+                epoch=epoch,
+            )
+            if epoch == config["epochs"] - 1 and config.get("final_outputs", False):
+                _write_final(Path(directory), model, config, val, flops)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+
+
+def scaling_config(
+    num_workers: int, *, use_gpu: bool, cpus_per_worker: float, gpus_per_worker: float | None
+) -> ScalingConfig:
+    """Small fractional CPUs by default, so several members' workers share a node side by side."""
+    resources: dict[str, float] = {"CPU": cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = gpus_per_worker or 1.0
+    return ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources)
+
+
+def build_trainer(
+    config: dict[str, Any],
+    *,
+    name: str,
+    storage_path: str,
+    scaling: ScalingConfig,
+    max_failures: int,
+    callbacks: list[UserCallback] | None = None,
+) -> TorchTrainer:
+    """One member's ``TorchTrainer``; reusing ``name`` + ``storage_path`` resumes that run's checkpoints."""
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=scaling,
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
+        ),
+    )

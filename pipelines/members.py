@@ -1,0 +1,196 @@
+"""Which networks the train stage trains: EANN members and OPT baselines, each as one resolved config.
+
+A run's config is a plain dict (what :func:`pipelines.member.train_loop_per_worker` receives); its
+fingerprint hashes everything that changes the trained weights (config, data manifest, training code), so
+the stage re-trains exactly the runs whose fingerprint differs from the one stored beside their outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anytime.flops import head_costs
+from anytime.metrics import milestone_heads
+from anytime.models import create_model
+from pipelines.config.train import MemberParams, ModelParams, ResANNParams, TrainParams, WeightingParams
+
+MEMBERS_DIR = Path("outputs/members")
+OPT_DIR = Path("outputs/opt")
+FINGERPRINT_FILE = "fingerprint.json"
+# Code whose change changes trained weights; the same paths are the train stage's deps in dvc.yaml.
+TRAINING_CODE = (
+    "anytime/models",
+    "anytime/weighting",
+    "anytime/data",
+    "anytime/train.py",
+    "anytime/flops.py",
+    "pipelines/member.py",
+)
+# Config keys that change where or how fast a run goes, not what it learns.
+NOT_FINGERPRINTED = ("shards", "endpoint_url", "eval_batch_size", "loader_workers")
+SEEDED_STRATEGIES = frozenset({"alternating", "rwm", "exp3", "avgl"})
+EANN_WEIGHTED_STRATEGIES = frozenset(
+    {"const", "linear", "half_end", "sieve", "exp_lin", "alternating", "rwm", "exp3", "avgl"}
+)
+MILESTONE_KEYS = {0.25: "0.25", 0.5: "0.5", 0.75: "0.75", 1: "1"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One network to train: a member (``kind="member"``) or an OPT(j) baseline (``kind="opt"``)."""
+
+    name: str
+    kind: str
+    config: dict[str, Any]
+    fingerprint: str
+
+    @property
+    def out_dir(self) -> Path:
+        return (MEMBERS_DIR if self.kind == "member" else OPT_DIR) / self.name
+
+    @property
+    def ray_name(self) -> str:
+        """Ray run name: a changed config never resumes an old run's checkpoint, a killed one always does."""
+        return f"{self.name}-{self.fingerprint[:12]}"
+
+    def is_current(self) -> bool:
+        path = self.out_dir / FINGERPRINT_FILE
+        try:
+            return json.loads(path.read_text())["fingerprint"] == self.fingerprint
+        except (OSError, ValueError, KeyError):
+            return False
+
+
+def code_digest(root: Path = Path(".")) -> str:
+    """sha256 over the training code's Python files (path + content), in a stable order."""
+    digest = hashlib.sha256()
+    for entry in TRAINING_CODE:
+        base = root / entry
+        files = sorted(base.rglob("*.py")) if base.is_dir() else [base]
+        for path in files:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def fingerprint(config: dict[str, Any], manifest: dict[str, Any], code: str) -> str:
+    relevant = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
+    blob = json.dumps({"config": relevant, "manifest": manifest, "code": code}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _model_config(model: ModelParams, n: int | None, manifest: dict[str, Any]) -> dict[str, Any]:
+    config = model.model_dump()
+    if isinstance(model, ResANNParams):
+        if n is None:
+            raise ValueError(f"model {model.name} needs n (units per group) for every member")
+        config["n"] = n
+    config["num_classes"] = int(manifest["num_classes"])
+    config["in_channels"] = int(manifest["image_shape"][2])
+    return config
+
+
+def _weighting_config(weighting: WeightingParams, *, seed: int, eann: bool) -> dict[str, Any]:
+    hparams = weighting.hparams()
+    if weighting.strategy in SEEDED_STRATEGIES:
+        hparams["seed"] = seed
+    if eann and weighting.strategy in EANN_WEIGHTED_STRATEGIES:
+        hparams["eann"] = True
+    return {"strategy": weighting.strategy, **hparams}
+
+
+def member_entries(params: TrainParams) -> list[MemberParams]:
+    """The members as explicit entries, in order of depth (generated ones named m0, m1, ...)."""
+    if params.members is not None:
+        return list(params.members)
+    eann = params.eann
+    assert eann is not None  # the schema guarantees one member source
+    return [
+        MemberParams(name=f"m{k}", n=eann.n0 * eann.base**k, eann_weights=eann.eann_weights and k > 0)
+        for k in range(eann.members)
+    ]
+
+
+def resolve_shards(params: TrainParams, dataset: str) -> str:
+    """Shard location: ``train.shards`` (e.g. an s3:// URI on a cluster) or the shard stage's output."""
+    if params.shards is not None:
+        return params.shards
+    return str((Path("data/shards") / dataset).resolve())
+
+
+def run_config(
+    params: TrainParams,
+    entry: MemberParams,
+    manifest: dict[str, Any],
+    *,
+    shards: str,
+    endpoint_url: str | None,
+) -> dict[str, Any]:
+    """The resolved config of one member: what ``train_loop_per_worker`` needs, nothing from params left."""
+    seed = entry.seed if entry.seed is not None else params.seed
+    height, width, channels = manifest["image_shape"]
+    return {
+        "member": entry.name,
+        "model": _model_config(entry.model or params.model, entry.n, manifest),
+        "weighting": _weighting_config(
+            entry.weighting or params.weighting, seed=seed, eann=entry.eann_weights
+        ),
+        "optimizer": params.optimizer.model_dump(),
+        "schedule": params.schedule.model_dump(),
+        "epochs": entry.epochs or params.epochs,
+        "batch_size": params.batch_size,
+        "eval_batch_size": params.eval_batch_size,
+        "amp": params.amp,
+        "seed": seed,
+        "num_workers": params.scaling.num_workers,
+        "loader_workers": params.scaling.loader_workers,
+        "input_shape": [int(channels), int(height), int(width)],
+        "shards": shards,
+        "endpoint_url": endpoint_url,
+    }
+
+
+def opt_config(member: dict[str, Any], j: int) -> dict[str, Any]:
+    """OPT(j): the member's backbone truncated after head j, trained on head j alone (spec §6)."""
+    return {
+        **member,
+        "member": f"{member['member']}-opt{j}",
+        "model": {**member["model"], "truncate_at": j},
+        "weighting": {"strategy": "opt", "j": j},
+    }
+
+
+def opt_heads(member: dict[str, Any], milestones: list[float]) -> list[int]:
+    """Distinct milestone heads of a member (measured FLOPs), in increasing order."""
+    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
+    heads = milestone_heads(costs)
+    chosen = {heads[MILESTONE_KEYS[m]] for m in milestones}
+    return sorted(h for h in chosen if h is not None)
+
+
+def plan_runs(
+    params: TrainParams,
+    manifest: dict[str, Any],
+    *,
+    shards: str,
+    endpoint_url: str | None = None,
+    code: str | None = None,
+) -> list[Run]:
+    """Every member, then every OPT baseline, each with its fingerprint."""
+    code = code if code is not None else code_digest()
+    entries = member_entries(params)
+    configs = {
+        e.name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url) for e in entries
+    }
+    runs = [Run(name, "member", cfg, fingerprint(cfg, manifest, code)) for name, cfg in configs.items()]
+    for wanted in dict.fromkeys(params.opt.members):
+        name = entries[-1].name if wanted == "last" else wanted
+        if name not in configs:
+            raise ValueError(f"train.opt.members: {wanted!r} is not a member (members: {', '.join(configs)})")
+        for j in opt_heads(configs[name], list(params.opt.milestones)):
+            cfg = opt_config(configs[name], j)
+            runs.append(Run(cfg["member"], "opt", cfg, fingerprint(cfg, manifest, code)))
+    return list({run.name: run for run in runs}.values())

@@ -1,0 +1,44 @@
+"""Driver-side Ray plumbing: joining a cluster, and the callback that streams reports back to the driver.
+
+A bare ``ray.init()`` would attach to whichever ``ray start`` cluster is newest on the machine, so without
+an address we ask for ``address="local"`` explicitly. Inside ``ray job submit`` Ray sets ``RAY_ADDRESS``
+and we join that cluster. Token authentication (Ray >= 2.52: ``RAY_AUTH_MODE=token`` with
+``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` / ``~/.ray/auth_token``) is read by Ray from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+from ray.train import UserCallback
+from ray.util.queue import Queue
+
+# Fault-injection variables (see pipelines.member) travel to the workers with the job.
+FORWARDED_ENV_PREFIX = "ANYTIME_FAULT_"
+
+
+def connect(address: str | None = None) -> None:
+    """``ray.init`` for a driver: ``address`` or ``$RAY_ADDRESS`` if given, else a new local cluster.
+
+    The fault-injection variables, when set, travel to every worker through the job's runtime env.
+    """
+    if ray.is_initialized():
+        return
+    env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIX)}
+    kwargs = {"runtime_env": {"env_vars": env}} if env else {}
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=target, log_to_driver=True, **kwargs)
+
+
+class ReportForwarder(UserCallback):
+    """Runs in a Train controller: puts rank 0's report of every epoch on the driver's queue.
+
+    Kept in this light module so controllers unpickle it without importing the stage (dvclive, tqdm).
+    """
+
+    def __init__(self, queue: Queue, run: str) -> None:
+        self.queue, self.run = queue, run
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        self.queue.put((self.run, metrics[0]))
