@@ -1,0 +1,101 @@
+"""Shard reader throughput vs an in-memory numpy baseline, in images/s (medians over repeats).
+
+Both sides feed the same DataLoader (same batch size, workers, augmentation and normalisation code),
+so the ratio isolates what the Parquet shards cost: file reads, row-group splitting and shuffling.
+Target: reader >= 0.5x the baseline.
+
+    python bench/bench_reader.py [--images 20000] [--repeats 5] [--workers 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from anytime.data import Augment, RawDataset, ShardDataset, Split, write_shards
+from anytime.data.transforms import augment_images, normalise
+
+
+class InMemoryBaseline(IterableDataset):
+    """Samples straight from a uint8 numpy array in RAM (no decoding), with the reader's augment code."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, manifest: dict, augment: Augment, chunk: int):
+        self.images, self.labels, self.manifest, self.augment, self.chunk = (
+            images,
+            labels,
+            manifest,
+            augment,
+            chunk,
+        )
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng(worker)
+        order = rng.permutation(len(self.labels))[worker::workers]
+        for start in range(0, len(order), self.chunk):
+            idx = order[start : start + self.chunk]
+            chw = augment_images(self.images[idx], self.augment, rng)
+            batch = torch.from_numpy(normalise(chw, self.manifest["mean"], self.manifest["std"]))
+            for j, label in enumerate(self.labels[idx]):
+                yield batch[j], int(label)
+
+
+def images_per_second(dataset: IterableDataset, batch_size: int, workers: int) -> float:
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    start, count = time.perf_counter(), 0
+    for images, _ in loader:
+        count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(args.images, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=args.images)
+    split = Split(labels=labels, images=images)
+    raw = RawDataset(
+        "cifar10", [str(i) for i in range(10)], (32, 32, 3), "raw", {"train": split, "test": split}
+    )
+    augment = Augment(crop_padding=4, flip=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = write_shards(
+            raw, Path(tmp), val_fraction=0.0, seed=0, rows_per_shard=4096, row_group_rows=args.batch_size
+        )
+        reader = ShardDataset(tmp, "train", shuffle=True, augment=augment)
+        baseline = InMemoryBaseline(
+            images, labels, manifest, augment, chunk=args.batch_size * reader.shuffle_groups
+        )
+        rates: dict[str, list[float]] = {"baseline": [], "reader": []}
+        for epoch in range(args.repeats):
+            reader.set_epoch(epoch)
+            rates["baseline"].append(images_per_second(baseline, args.batch_size, args.workers))
+            rates["reader"].append(images_per_second(reader, args.batch_size, args.workers))
+    base, read = (statistics.median(rates[k]) for k in ("baseline", "reader"))
+    print(
+        f"CIFAR-shaped 32x32x3, {args.images} images, batch {args.batch_size}, workers {args.workers}, "
+        f"pad-4 crop + flip, medians of {args.repeats}"
+    )
+    print(f"in-memory numpy baseline: {base:10.0f} images/s")
+    print(f"ShardDataset (Parquet):   {read:10.0f} images/s")
+    print(f"ratio reader/baseline:    {read / base:10.2f}  (target >= 0.50)")
+
+
+if __name__ == "__main__":
+    main()
