@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from anytime.eann import MemberCurve, eann_curve, load_member, opt_curve, opt_plus_curve
+from anytime.eann import EannCurve, MemberCurve, eann_curve, load_member, opt_curve, opt_plus_curve
 
 A = MemberCurve("a", [1, 2], [0.5, 0.4], [0.52, 0.41])
 B = MemberCurve("b", [1, 2, 3, 4], [0.6, 0.35, 0.3, 0.2], [0.6, 0.30, 0.33, 0.21])
@@ -47,6 +47,19 @@ def test_fifo_two_workers_runs_members_in_parallel():
     ]
     assert curve.compute[3] == pytest.approx(2 + 4 + 2)  # at t = 4: A done, B done, C 2 FLOPs in
     assert curve.budget_to_reach(0.21) == 4 and curve.budget_to_reach(0.05) is None
+
+
+def test_rows_round_trip():
+    curve = eann_curve([A, B, C], workers=2)
+    again = EannCurve.from_rows(curve.label, curve.workers, curve.rows())
+    assert again == curve and again.rows()[1] == {
+        "budget": 2,
+        "test_error": 0.30,
+        "val_error": 0.35,
+        "member": 1,
+        "head": 1,
+        "compute": 4,
+    }
 
 
 def test_sequential_rule_keeps_only_the_latest_finished_member():

@@ -81,7 +81,7 @@ class EannCurve:
     @classmethod
     def from_rows(cls, label: str, workers: int, rows: Sequence[Mapping]) -> EannCurve:
         """Rebuild a curve from :meth:`rows` (e.g. read back from JSON)."""
-        return cls(label, workers, *([row[c] for row in rows] for c in COLUMNS))
+        return cls(label, workers, **{c: [row[c] for row in rows] for c in COLUMNS})
 
     def error_at(self, budget: float) -> float | None:
         """Test error of the answer available at ``budget`` (``None`` before the first head)."""
