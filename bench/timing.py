@@ -28,8 +28,11 @@ BASELINE = "__baseline__"
 CLOCKS = {"cpu": time.process_time, "wall": synced_wall_clock}
 
 
-def bench_parser(description: str, *, repeats: int = 5) -> argparse.ArgumentParser:
-    """The flags every bench script shares: device, repeats, threads, clock, seed."""
+def bench_parser(
+    description: str, *, repeats: int = 5, clocks: tuple[str, ...] = ("auto", *CLOCKS)
+) -> argparse.ArgumentParser:
+    """The flags every bench script shares: device, repeats, threads, clock (the first of ``clocks`` by
+    default; a script whose work runs in other processes allows only ``("wall",)``), seed."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
@@ -43,8 +46,8 @@ def bench_parser(description: str, *, repeats: int = 5) -> argparse.ArgumentPars
     )
     parser.add_argument(
         "--clock",
-        choices=("auto", *CLOCKS),
-        default="auto",
+        choices=clocks,
+        default=clocks[0],
         help="auto: process CPU time on --device cpu, synchronised wall time on cuda",
     )
     parser.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,169 @@
+"""EANN members trained side by side on Ray vs one after another: wall-time ratio parallel / sequential.
+
+Uses the train stage's own pieces: ``pipelines.members.run_config`` resolves each member's config from a
+``TrainParams`` (EANN members m0..m{M-1} with n = n0 * 2^k), ``pipelines.member.build_trainer`` makes its
+Ray Train ``TorchTrainer``, and, as ``pipelines.train`` does, the parallel run starts every member's
+``fit()`` from its own driver thread so they share the cluster. The data is a synthetic CIFAR-shaped
+dataset sharded with ``anytime.data.write_shards`` into a temporary directory. The cluster is private
+(``ray.init(address="local")``) and everything it writes goes to the temporary directory.
+
+With M members on at least M free cores the ideal ratio is about the longest member's share of the
+sequential time; on a loaded 2-core machine expect much less gain. Wall clock only (the work happens in
+Ray's worker processes).
+
+    python -m bench.bench_parallel_members                  # 2 members (n = 1, 2), 1 epoch, 1 repeat
+    python -m bench.bench_parallel_members --members 3 --num-cpus 8 --repeats 3   # quiet machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from anytime.data import RawDataset, Split, write_shards
+from anytime.data.transforms import default_augment
+from bench.timing import bench_parser, ratio_line, setup
+from pipelines.config.train import EannParams, ScalingParams, TrainParams
+from pipelines.member import build_trainer, scaling_config
+from pipelines.members import member_entries, run_config
+
+
+def synthetic_shards(root: Path, *, samples: int, image_size: int, classes: int, seed: int) -> dict[str, Any]:
+    """A CIFAR-shaped random dataset written as shards (CIFAR's pad-and-flip augmentation recorded)."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> Split:
+        images = rng.integers(0, 256, size=(n, image_size, image_size, 3), dtype=np.uint8)
+        return Split(labels=rng.integers(0, classes, size=n), images=images)
+
+    raw = RawDataset(
+        name="synthetic",
+        class_names=[f"class{i}" for i in range(classes)],
+        image_shape=(image_size, image_size, 3),
+        encoding="raw",
+        splits={"train": split(samples), "test": split(max(samples // 4, classes))},
+    )
+    rows = max(samples // 4, 1)
+    return write_shards(
+        raw,
+        root,
+        val_fraction=0.1,
+        seed=seed,
+        rows_per_shard=rows,
+        row_group_rows=rows,
+        augment=default_augment("cifar10"),
+    )
+
+
+def main() -> None:
+    parser = bench_parser(__doc__.splitlines()[0], repeats=1, clocks=("wall",))
+    parser.add_argument("--members", type=int, default=2, help="EANN members m0..m{M-1}")
+    parser.add_argument("--n0", type=int, default=1, help="units per group of member m0 (m_k: n0 * 2^k)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=512, help="training images of the synthetic dataset")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--num-cpus", type=int, default=os.cpu_count(), help="CPUs the local Ray cluster gets"
+    )
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument(
+        "--warmup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one untimed fit first, so neither mode pays the fresh cluster's start-up",
+    )
+    args = parser.parse_args()
+    bench = setup(parser, args)
+    for flag in ("members", "n0", "epochs", "samples", "batch", "num_cpus"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    use_gpu = bench.device.type == "cuda"
+
+    with tempfile.TemporaryDirectory(prefix="anytime-bench-") as tmp:
+        tmp_path = Path(tmp)
+        manifest = synthetic_shards(
+            tmp_path / "shards",
+            samples=args.samples,
+            image_size=args.image_size,
+            classes=args.classes,
+            seed=args.seed,
+        )
+        params = TrainParams(
+            eann=EannParams(members=args.members, n0=args.n0),
+            epochs=args.epochs,
+            batch_size=args.batch,
+            eval_batch_size=256,
+            amp=use_gpu,
+            seed=args.seed,
+            scaling=ScalingParams(use_gpu=use_gpu, cpus_per_worker=args.cpus_per_worker),
+            max_failures=0,
+        )
+        shards = str(tmp_path / "shards")
+        configs = [
+            run_config(params, e, manifest, shards=shards, endpoint_url=None) for e in member_entries(params)
+        ]
+        scaling = scaling_config(
+            1, use_gpu=use_gpu, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=1.0 if use_gpu else None
+        )
+        storage = str(tmp_path / "ray_results")
+        fits = count()
+
+        def fit(config: dict[str, Any]) -> None:
+            name = f"bench-{next(fits)}-{config['member']}"  # unique: never resume an earlier repeat's run
+            build_trainer(config, name=name, storage_path=storage, scaling=scaling, max_failures=0).fit()
+
+        def sequential() -> None:
+            for config in configs:
+                fit(config)
+
+        def parallel() -> None:
+            with ThreadPoolExecutor(max_workers=len(configs)) as pool:
+                list(pool.map(fit, configs))
+
+        ray.init(
+            address="local",
+            num_cpus=args.num_cpus,
+            num_gpus=1 if use_gpu else 0,
+            include_dashboard=False,
+            log_to_driver=False,
+            _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
+        )
+        try:
+            print(bench.header())
+            members = ", ".join(f"{c['member']} (n={c['model']['n']})" for c in configs)
+            print(
+                f"# members {members}; {args.epochs} epoch(s) of {args.samples} {args.image_size}x"
+                f"{args.image_size}x3 images, batch {args.batch}; ray num_cpus={args.num_cpus}, "
+                f"{args.cpus_per_worker} CPU per member"
+            )
+            if args.warmup:
+                start = time.perf_counter()
+                fit(configs[0])
+                print(
+                    f"# warm-up fit of {configs[0]['member']}: {time.perf_counter() - start:.1f}s", flush=True
+                )
+            ratios, sequential_seconds = bench.interleaved_ratios(
+                sequential, {"parallel": parallel}, number=1, warmup=0
+            )
+        finally:
+            ray.shutdown()
+    seq = float(np.median(sequential_seconds))
+    print(
+        ratio_line(f"members parallel/sequential wall time ({len(configs)} members)", ratios["parallel"]),
+        f"  sequential {seq:.1f}s median",
+    )
+
+
+if __name__ == "__main__":
+    main()
