@@ -1,0 +1,153 @@
+"""The train section's schema and the run plan: members, OPT baselines, fingerprints, the fault hook."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from anytime.flops import head_costs
+from anytime.metrics import milestone_heads
+from anytime.models import create_model
+from anytime.weighting import create_strategy, list_strategies
+from pipelines.config import ParamsError, load_params, validate_params
+from pipelines.config.train import TrainParams
+from pipelines.member import InjectedFault, maybe_inject_fault
+from pipelines.members import (
+    EANN_WEIGHTED_STRATEGIES,
+    SEEDED_STRATEGIES,
+    code_digest,
+    fingerprint,
+    plan_runs,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = {"image_shape": [8, 8, 1], "num_classes": 10, "splits": {"train": {"shards": [{"sha256": "ab"}]}}}
+
+
+def project_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_train(**train) -> dict:
+    raw = project_params()
+    raw["train"] = {**raw["train"], **train}
+    return raw
+
+
+def error_for(raw: dict) -> str:
+    with pytest.raises(ParamsError) as info:
+        validate_params(raw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_project_params_validate_with_generated_members():
+    params = load_params(ROOT / "params.yaml").train
+    assert params.eann is not None and params.members is None
+    assert params.epochs >= 1 and params.scaling.cpus_per_worker < 1  # members must fit side by side
+
+
+@pytest.mark.parametrize(
+    ("train", "named"),
+    [
+        ({"epoch": 3}, "train.epoch"),
+        ({"epochs": 0}, "train.epochs"),
+        ({"weighting": {"strategy": "sieve", "gamma": 0.1}}, "gamma"),
+        ({"weighting": {"strategy": "adaloss", "gamma": 2.0}}, "gamma=2.0"),
+        ({"weighting": {"strategy": "nope"}}, "train.weighting.strategy"),
+        ({"model": {"name": "resann", "depth": 50}}, "depth"),
+        ({"scaling": {"cpus_per_worker": 0}}, "train.scaling.cpus_per_worker"),
+        ({"members": [{"name": "a", "n": 1}, {"name": "a", "n": 2}]}, "a repeated"),
+        ({"members": [{"name": "../x", "n": 1}]}, "train.members.0.name"),
+        ({"opt": {"milestones": [0.3]}}, "train.opt.milestones.0"),
+    ],
+)
+def test_bad_train_value_is_one_line_naming_it(train, named):
+    raw = project_params()
+    raw["train"] = {
+        **{k: v for k, v in raw["train"].items() if k != "eann" or "members" not in train},
+        **train,
+    }
+    assert named in error_for(raw)
+
+
+def test_eann_and_explicit_members_exclude_each_other():
+    raw = with_train(members=[{"name": "a", "n": 1}])
+    assert "either eann" in error_for(raw)
+
+
+def test_generated_members_grow_by_base_and_later_ones_zero_their_first_half():
+    params = TrainParams.model_validate({"eann": {"base": 3, "members": 3, "n0": 2}, "opt": {"members": []}})
+    runs = plan_runs(params, MANIFEST, shards="/s", code="c")
+    assert [r.name for r in runs] == ["m0", "m1", "m2"]
+    assert [r.config["model"]["n"] for r in runs] == [2, 6, 18]
+    assert [r.config["weighting"].get("eann", False) for r in runs] == [False, True, True]
+    model = {"name": "resann", "c": 16, "period": 1, "shortcut": "pad", "n": 2}
+    assert runs[0].config["model"] == {**model, "num_classes": 10, "in_channels": 1}
+
+
+def test_opt_baselines_sit_at_the_measured_milestone_heads():
+    params = TrainParams.model_validate({"eann": {"members": 2}, "model": {"name": "resann", "c": 4}})
+    runs = plan_runs(params, MANIFEST, shards="/s", code="c")
+    last = next(r for r in runs if r.name == "m1").config
+    expected = sorted(set(milestone_heads(head_costs(create_model(**last["model"]), (1, 8, 8))).values()))
+    opts = [r for r in runs if r.kind == "opt"]
+    assert [r.config["model"]["truncate_at"] for r in opts] == expected
+    assert [r.name for r in opts] == [f"m1-opt{j}" for j in expected]
+    for run in opts:
+        j = run.config["model"]["truncate_at"]
+        assert run.config["weighting"] == {"strategy": "opt", "j": j}
+        assert run.out_dir == Path("outputs/opt") / run.name
+        assert create_model(**run.config["model"]).num_heads == j + 1
+
+
+def test_editing_one_listed_member_changes_only_its_fingerprint():
+    members = [{"name": "a", "n": 1}, {"name": "b", "n": 2}, {"name": "c", "n": 4}]
+    base = TrainParams.model_validate({"members": members, "opt": {"members": []}})
+    edited_members = copy.deepcopy(members)
+    edited_members[1]["weighting"] = {"strategy": "adaloss", "gamma": 0.1}
+    edited = TrainParams.model_validate({"members": edited_members, "opt": {"members": []}})
+    before = {r.name: r.fingerprint for r in plan_runs(base, MANIFEST, shards="/s", code="c")}
+    after = {r.name: r.fingerprint for r in plan_runs(edited, MANIFEST, shards="/elsewhere", code="c")}
+    assert [name for name in before if before[name] != after[name]] == ["b"]
+
+
+def test_fingerprint_covers_data_and_code_not_locations():
+    config = {"model": {"n": 1}, "shards": "/a", "loader_workers": 0}
+    reference = fingerprint(config, MANIFEST, "code")
+    assert fingerprint({**config, "shards": "s3://b/x", "loader_workers": 4}, MANIFEST, "code") == reference
+    assert fingerprint(config, {**MANIFEST, "num_classes": 9}, "code") != reference
+    assert fingerprint(config, MANIFEST, "other code") != reference
+    assert len(code_digest(ROOT)) == 64
+
+
+def test_strategy_capability_sets_match_the_library():
+    """The planner passes ``seed``/``eann`` only where anytime.weighting accepts them."""
+    for name in list_strategies():
+        if name == "opt":
+            continue
+        for key, allowed in (("seed", SEEDED_STRATEGIES), ("eann", EANN_WEIGHTED_STRATEGIES)):
+            value = 0 if key == "seed" else True
+            if name in allowed:
+                create_strategy(name, num_heads=4, **{key: value})
+            else:
+                with pytest.raises(ValueError):
+                    create_strategy(name, num_heads=4, **{key: value})
+
+
+def test_fault_hook_fires_once_for_the_selected_run_and_epoch(tmp_path, monkeypatch):
+    marker = tmp_path / "fired"
+    monkeypatch.setenv("ANYTIME_FAULT_EPOCH", "2")
+    monkeypatch.setenv("ANYTIME_FAULT_MARKER", str(marker))
+    monkeypatch.setenv("ANYTIME_FAULT_RUN", "m1")
+    maybe_inject_fault("m1", 1)
+    maybe_inject_fault("m0", 2)
+    assert not marker.exists()
+    with pytest.raises(InjectedFault, match="epoch 2"):
+        maybe_inject_fault("m1", 2)
+    assert marker.exists()
+    maybe_inject_fault("m1", 2)  # fired once: the retried worker goes on
