@@ -58,14 +58,19 @@ def schedules_figure(curves: Mapping[str, EannCurve], horizon: float) -> Figure:
     return fig
 
 
-def inflation_figure(inflation: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> Figure:
+def inflation_figure(
+    inflation: Mapping[str, Mapping[str, Mapping[str, float]]], title: str, near_optimal_from: float
+) -> Figure:
     """Worst-case and average inflation B/D(B) against the number of workers, for both member models."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     ax.set(title=title, xlabel="workers W", ylabel="inflation B / D(B)")
     ax.grid(True, alpha=0.3)
     workers = sorted(inflation, key=int)
-    for case, label in (("final_only", "final outputs only"), ("near_optimal", "near-optimal from part")):
+    ax.set_xticks([int(w) for w in workers])
+    near = f"near-optimal from {near_optimal_from:g} of depth"
+    cases = (("final_only", "final outputs only"), ("near_optimal", near))
+    for case, label in cases:
         for stat, style in (("worst", "-o"), ("average", "--s")):
             values = [inflation[w][case][stat] for w in workers]
             ax.plot([int(w) for w in workers], values, style, label=f"{label}: {stat}")

@@ -44,7 +44,9 @@ class AnytimePredictor:
     """Run one ANN or an EANN (members in depth order) head by head under a budget.
 
     ``input_shape`` (one sample's ``(C, H, W)``) is needed to count FLOPs; ``val_errors[m][k]`` (validation
-    top-1 error of member ``m``'s head ``k``) selects between candidates as in spec §7.
+    top-1 error of member ``m``'s head ``k``) selects between candidates as in spec §7. Models are put in
+    eval mode. After a hard deadline the worker thread may still finish the head it was computing (under
+    ``no_grad``, so it only reads the weights); its result is discarded.
     """
 
     def __init__(
