@@ -13,8 +13,9 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
@@ -200,6 +201,12 @@ def fetch_file(
     return final
 
 
+def _base_name(location: str) -> str:
+    """The file name a location ends in (URL query strings dropped)."""
+    path = location if location_kind(location) == "local" else urlparse(location).path
+    return PurePosixPath(path.rstrip("/")).name
+
+
 def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
@@ -225,9 +232,7 @@ def fetch_into(
     """
     dest, sha256 = Path(dest), dict(sha256 or {})
     dest.mkdir(parents=True, exist_ok=True)
-    sources = [(name, join_location(location, name)) for name in files] or [
-        (location.rstrip("/").rsplit("/", 1)[-1], location)
-    ]
+    sources = [(name, join_location(location, name)) for name in files] or [(_base_name(location), location)]
     unknown = set(sha256) - {name for name, _ in sources}
     if unknown:
         fetched = [n for n, _ in sources]
