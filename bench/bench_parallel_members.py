@@ -29,39 +29,11 @@ from typing import Any
 import numpy as np
 import ray
 
-from anytime.data import RawDataset, Split, write_shards
-from anytime.data.transforms import default_augment
+from bench.synthetic import synthetic_shards
 from bench.timing import bench_parser, ratio_line, setup
 from pipelines.config.train import EannParams, ScalingParams, TrainParams
 from pipelines.member import build_trainer, scaling_config
 from pipelines.members import member_entries, run_config
-
-
-def synthetic_shards(root: Path, *, samples: int, image_size: int, classes: int, seed: int) -> dict[str, Any]:
-    """A CIFAR-shaped random dataset written as shards (CIFAR's pad-and-flip augmentation recorded)."""
-    rng = np.random.default_rng(seed)
-
-    def split(n: int) -> Split:
-        images = rng.integers(0, 256, size=(n, image_size, image_size, 3), dtype=np.uint8)
-        return Split(labels=rng.integers(0, classes, size=n), images=images)
-
-    raw = RawDataset(
-        name="synthetic",
-        class_names=[f"class{i}" for i in range(classes)],
-        image_shape=(image_size, image_size, 3),
-        encoding="raw",
-        splits={"train": split(samples), "test": split(max(samples // 4, classes))},
-    )
-    rows = max(samples // 4, 1)
-    return write_shards(
-        raw,
-        root,
-        val_fraction=0.1,
-        seed=seed,
-        rows_per_shard=rows,
-        row_group_rows=rows,
-        augment=default_augment("cifar10"),
-    )
 
 
 def main() -> None:
