@@ -1,5 +1,6 @@
 """Real anytime inference: budgets and deadlines stop the computation; early exit shrinks the batch."""
 
+import json
 import time
 
 import numpy as np
@@ -9,6 +10,7 @@ from sklearn.datasets import load_digits
 
 from anytime.eann.early_exit import average_cost, calibrate_threshold, classify_with_exits, running_costs
 from anytime.eann.predictor import AnytimePredictor
+from anytime.flops import head_costs
 from anytime.models import create_model
 
 SHAPE = (1, 8, 8)
@@ -82,6 +84,21 @@ def test_eann_predictor_runs_members_in_turn_and_chooses_by_validation():
     later = predictor.predict(x, flops_budget=predictor.spent[1][2])
     assert (later.member, later.head) == (1, 2)
     assert [len(c) for c in calls] == [2, 1, 1, 0, 0, 0]  # run 1 stopped after head 0, run 2 after head 2
+
+
+def test_eann_from_trained_outputs(tmp_path):
+    members = [tiny(0, n=1), tiny(1, n=2)]
+    for name, model in zip(("big", "small"), reversed(members), strict=True):  # listed out of depth order
+        (tmp_path / name).mkdir()
+        torch.save({"config": model.config, "state_dict": model.state_dict()}, tmp_path / name / "model.pt")
+        errors = [0.5 - 0.01 * k for k in range(model.num_heads)]
+        metrics = {"member": name, "flops": head_costs(model, SHAPE), "val_top1": errors, "test_top1": errors}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    predictor = AnytimePredictor.from_outputs([tmp_path / "big", tmp_path / "small"], SHAPE)
+    assert [m.num_heads for m in predictor.models] == [3, 6] and predictor.val_errors[0][-1] == 0.48
+    x = torch.randn(4, *SHAPE)
+    result = predictor.predict(x)
+    torch.testing.assert_close(result.logits, members[1](x)[-1])  # the saved weights, really loaded
 
 
 @pytest.fixture(scope="module")

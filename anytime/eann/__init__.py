@@ -4,7 +4,7 @@ anytime predictors that run a network head by head and stop when the budget runs
 from anytime.eann.assembly import EannCurve, MemberCurve, eann_curve, load_member, opt_curve, opt_plus_curve
 from anytime.eann.early_exit import ExitResult, calibrate_threshold, classify_with_exits, running_costs
 from anytime.eann.inflation import Inflation, inflation, inflation_limits
-from anytime.eann.predictor import AnytimePredictor, Prediction
+from anytime.eann.predictor import AnytimePredictor, Prediction, load_trained
 from anytime.eann.schedule import Run, compute_spent, fifo_schedule, geometric_costs
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "inflation",
     "inflation_limits",
     "load_member",
+    "load_trained",
     "opt_curve",
     "opt_plus_curve",
     "running_costs",

@@ -19,12 +19,23 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from anytime.eann.assembly import load_member
 from anytime.eann.early_exit import running_costs
-from anytime.models import AnytimeNet
+from anytime.models import AnytimeNet, create_model
+
+
+def load_trained(directory: str | Path) -> AnytimeNet:
+    """The trained network of a member/OPT output directory (``model.pt``: config + weights), in eval mode."""
+    path = Path(directory) / "model.pt"
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model = create_model(**saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
 
 
 @dataclass
@@ -68,6 +79,12 @@ class AnytimePredictor:
             running = running_costs(model, input_shape)
             self.spent.append([offset + f for f in running])
             offset += running[-1]
+
+    @classmethod
+    def from_outputs(cls, directories: Sequence[str | Path], input_shape: Sequence[int]) -> AnytimePredictor:
+        """An EANN from trained member directories (any order), run by depth, choosing on their val errors."""
+        loaded = sorted(((load_member(d), load_trained(d)) for d in directories), key=lambda p: p[0].cost)
+        return cls([m for _, m in loaded], input_shape, val_errors=[c.val_error for c, _ in loaded])
 
     @property
     def total_flops(self) -> float:
