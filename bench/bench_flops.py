@@ -28,7 +28,7 @@ def overhead_line(label: str, model: AnytimeNet, input_shape: tuple[int, ...], d
         )
     ratio = forward_flops(model, input_shape) / plain_flops
     return (
-        f"flops all-heads/plain {label} K={model.num_heads}: {ratio:.4f} (exact count)"
+        f"flops all-heads/plain {label} K={model.num_heads}: {ratio:.6f} (exact count)"
         f"  plain {plain_flops / 1e6:.1f} MFLOPs/sample, first head at {costs[0] / plain_flops:.3f} of it"
     )
 
