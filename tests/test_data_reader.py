@@ -14,7 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from anytime.data import Augment, DataError, RawDataset, ShardDataset, Split, read_dataset, write_shards
+from anytime.data import (
+    Augment,
+    DataError,
+    RawDataset,
+    ShardDataset,
+    Split,
+    load_manifest,
+    read_dataset,
+    write_shards,
+)
 from anytime.data.transforms import augment_images
 from tests.fixtures import s3 as s3_fixtures
 from tests.fixtures.datasets import write_imagefolder
@@ -197,7 +206,12 @@ def test_s3_root_reads_same_samples(numbered: Path, s3_server: S3Endpoint) -> No
     for path in numbered.rglob("*"):
         if path.is_file():
             s3_server.put(bucket, f"numbered/{path.relative_to(numbered)}", path.read_bytes())
-    remote = ShardDataset("s3://shards/numbered", "train", shuffle=True, seed=2, endpoint_url=s3_server.url)
+    assert (
+        load_manifest("s3://shards/numbered", endpoint_url=s3_server.url)["splits"]["train"]["count"] == 103
+    )
+    remote = ShardDataset(
+        "s3://shards/numbered", "train", shuffle=True, seed=2
+    )  # endpoint from AWS_ENDPOINT_URL
     local = ShardDataset(str(numbered), "train", shuffle=True, seed=2)
     assert [(sample_index(x, remote.manifest), y) for x, y in remote] == [
         (sample_index(x, local.manifest), y) for x, y in local

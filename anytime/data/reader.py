@@ -9,6 +9,7 @@ differ by at most one sample, and each worker reads only the row groups that ove
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +29,24 @@ SPLITS = ("train", "val", "test")
 
 
 def shard_filesystem(root: str, endpoint_url: str | None) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and in-filesystem path of a local directory or ``s3://bucket/prefix``."""
+    """The pyarrow filesystem and in-filesystem path of a local directory or ``s3://bucket/prefix``.
+
+    S3 credentials come from the usual AWS env/config; the endpoint from ``endpoint_url``, else
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``.
+    """
     if root.startswith("s3://"):
         path = root[len("s3://") :].rstrip("/")
+        # pyarrow ignores the endpoint variables boto3 honours; read them here so both agree.
+        endpoint_url = (
+            endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if endpoint_url:
             url = urlparse(endpoint_url)
-            return pafs.S3FileSystem(endpoint_override=url.netloc, scheme=url.scheme or "https"), path
-        return pafs.S3FileSystem(), path
+            return pafs.S3FileSystem(
+                endpoint_override=url.netloc, scheme=url.scheme or "https", region=region
+            ), path
+        return pafs.S3FileSystem(region=region), path
     if "://" in root:
         raise DataError(f"unsupported shard location {root!r}: use a local directory or s3://bucket/prefix")
     return pafs.LocalFileSystem(), str(root).rstrip("/")
