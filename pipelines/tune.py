@@ -1,0 +1,304 @@
+"""DVC stage ``tune``: Ray Tune search over the weighting strategy, its hyperparameters and the optimiser.
+
+Each trial trains the tuned member (``tune.member``, a network of the train section) for ``tune.epochs`` with
+one sample of ``tune.space`` (see :mod:`pipelines.tune_trial`) and is judged on the validation split only:
+the area under its anytime error curve (``val_auc``) or the error at a milestone head (``val_top1``).
+Outputs in ``outputs/tune/``: every trial (``trials.csv`` / ``trials.parquet``), every epoch of every trial
+(``history.csv``), a figure (``trials.png``), the winner (``best.json``) and its settings as train params
+(``best_params.yaml``, ``train.<section>.<key>: value``) to use with
+
+    dvc exp run $(python -m pipelines.tune --print-overrides)
+
+A killed run resumes: the experiment lives in ``tune.storage_path`` under a name fingerprinting the search
+(params, data, code), and the stage restores it with ``Tuner.restore`` when it exists.
+
+    python -m pipelines.tune [--params params.yaml] [--address ADDR] [--print-overrides [FILE]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+from ray.tune.search import BasicVariantGenerator
+
+from anytime.data import load_manifest
+from anytime.flops import head_costs
+from anytime.metrics import milestone_heads
+from anytime.models import create_model
+from pipelines import cli
+from pipelines.config import Params, load_params
+from pipelines.config.tune import TuneParams
+from pipelines.io import atomic_path, write_json
+from pipelines.members import code_digest, fingerprint, member_entries, resolve_shards, run_config
+from pipelines.ray_cluster import connect
+from pipelines.search_space import flat_overrides, param_space, trial_overrides
+from pipelines.train import storage_uri
+from pipelines.tune_trial import TrialPlan, run_trial
+
+OUT_DIR = Path("outputs/tune")
+BEST_PARAMS = OUT_DIR / "best_params.yaml"
+# Settings that change where or how fast the search runs, not what it finds.
+NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "driver_memory_mb")
+
+
+def plan_search(params: Params) -> tuple[TrialPlan, str]:
+    """The trials' shared plan and the experiment name (``<tune.name>-<fingerprint>``)."""
+    tp = params.tune
+    entries = {e.name: e for e in member_entries(params.train)}
+    name = list(entries)[-1] if tp.member == "last" else tp.member
+    if name not in entries:
+        raise cli.UserError(f"tune.member = {tp.member!r} is not a train member: choose from {list(entries)}")
+    train = params.train.model_copy(update={"epochs": tp.epochs, "scaling": tp.scaling})
+    entry = entries[name].model_copy(update={"epochs": None})
+    shards = resolve_shards(params.train, params.data.dataset)
+    manifest = load_manifest(shards, endpoint_url=params.data.endpoint_url)
+    base = run_config(train, entry, manifest, shards=shards, endpoint_url=params.data.endpoint_url)
+    head = milestone_heads(head_costs(create_model(**base["model"]), tuple(base["input_shape"])))[
+        str(tp.milestone)
+    ]
+    if tp.objective == "val_top1" and head is None:
+        raise cli.UserError(f"tune.milestone = {tp.milestone}: member {name} has no head that cheap")
+    search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
+    digest = fingerprint({"tune": search, "member": base}, manifest, code_digest())
+    experiment = f"{tp.name}-{digest[:12]}"
+    plan = TrialPlan(
+        train=train,
+        entry=entry,
+        manifest=manifest,
+        shards=shards,
+        endpoint_url=params.data.endpoint_url,
+        space=tp.space,
+        objective=tp.objective,
+        head=head if head is not None else -1,
+        train_storage=f"{storage_uri(tp.storage_path).rstrip('/')}/{experiment}/trials",
+        max_failures=tp.max_failures,
+    )
+    return plan, experiment
+
+
+def scheduler(tp: TuneParams):
+    """Early stopping in epochs (``time_attr="epoch"``: Train reports 0-based epochs, resumed runs too)."""
+    s = tp.scheduler
+    if s.name == "asha":
+        return ASHAScheduler(
+            time_attr="epoch",
+            max_t=tp.epochs,
+            grace_period=min(s.grace_period, tp.epochs),
+            reduction_factor=s.reduction_factor,
+        )
+    if s.name == "median":
+        return MedianStoppingRule(
+            time_attr="epoch", grace_period=s.grace_period, min_samples_required=s.min_samples_required
+        )
+    return FIFOScheduler()
+
+
+def make_tuner(params: Params, plan: TrialPlan, experiment: str) -> tune.Tuner:
+    """A new Tuner, or the stored one of the same search when a previous run was interrupted."""
+    tp = params.tune
+    storage = storage_uri(tp.storage_path)
+    resources = {"cpu": tp.driver_cpus, "memory": tp.driver_memory_mb * 2**20}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), resources)
+    path = f"{storage.rstrip('/')}/{experiment}"
+    if tune.Tuner.can_restore(path):
+        print(f"tune: resuming {path}", flush=True)
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(tp.space, tp.search_alg),
+        tune_config=tune.TuneConfig(
+            metric="objective",
+            mode="min",
+            search_alg=BasicVariantGenerator(random_state=tp.seed),
+            scheduler=scheduler(tp),
+            num_samples=tp.num_samples,
+            max_concurrent_trials=tp.max_concurrent_trials,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=tp.trial_max_failures),
+            verbose=1,
+        ),
+    )
+
+
+def tables(results: tune.ResultGrid, plan: TrialPlan, epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per trial (its settings, how far it got, its last objective) and one per trial epoch."""
+    rows, history = [], []
+    for result in results:
+        trial_id = Path(result.path).name
+        overrides = trial_overrides(plan.space, result.config)
+        weighting = overrides["weighting"]
+        family = plan.space.weighting[result.config["weighting"]["candidate"]].strategy
+        frame = result.metrics_dataframe
+        reported = frame is not None and not frame.empty and "objective" in frame
+        done = int(frame["epoch"].max()) + 1 if reported else 0
+        status = "error" if result.error else ("completed" if done >= epochs else "stopped")
+        last = frame.iloc[-1] if reported else {}
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "family": family,
+                "strategy": weighting["strategy"],
+                **{f"weighting.{k}": v for k, v in weighting.items() if k != "strategy"},
+                **{f"optimizer.{k}": v for k, v in overrides["optimizer"].items()},
+                "status": status,
+                "epochs": done,
+                "objective": float(last["objective"]) if reported else math.nan,
+                "val_auc": float(last["val_auc"]) if reported else math.nan,
+                "val_top1_final": float(last["val_top1_final"]) if reported else math.nan,
+            }
+        )
+        if reported:  # a restored trial re-reports from its last checkpoint: keep each epoch's latest
+            for _, step in frame.drop_duplicates("epoch", keep="last").iterrows():
+                history.append(
+                    {
+                        "trial_id": trial_id,
+                        "strategy": weighting["strategy"],
+                        "epoch": int(step["epoch"]),
+                        "objective": float(step["objective"]),
+                        "val_auc": float(step["val_auc"]),
+                        "val_top1_final": float(step["val_top1_final"]),
+                    }
+                )
+    trials = pd.DataFrame(rows).sort_values(["objective", "trial_id"], na_position="last")
+    return trials.reset_index(drop=True), pd.DataFrame(history)
+
+
+def pick_best(trials: pd.DataFrame) -> pd.Series:
+    """Lowest objective among trials that ran every epoch (an early-stopped trial's last value is from
+    fewer epochs, not comparable); if none completed, among all that reported."""
+    scored = trials[trials["objective"].notna()]
+    if scored.empty:
+        raise RuntimeError("no trial reported a result: see the Ray logs above")
+    completed = scored[scored["status"] == "completed"]
+    pool = completed if not completed.empty else scored
+    return pool.sort_values(["objective", "trial_id"]).iloc[0]
+
+
+def plot_trials(trials: pd.DataFrame, history: pd.DataFrame, objective: str, path: Path) -> None:
+    """Left: every trial's objective by strategy (hollow = stopped early). Right: objective per epoch."""
+    strategies = sorted(trials["strategy"].unique())
+    palette = matplotlib.colormaps["tab10"]
+    colours = {s: palette(i % 10) for i, s in enumerate(strategies)}
+    fig = Figure(figsize=(12, 4.5), layout="tight")
+    left, right = fig.subplots(1, 2)
+    for i, strategy in enumerate(strategies):
+        group = trials[(trials["strategy"] == strategy) & trials["objective"].notna()]
+        for _, row in group.iterrows():
+            done = row["status"] == "completed"
+            left.scatter(
+                i,
+                row["objective"],
+                color=colours[strategy],
+                facecolors=colours[strategy] if done else "none",
+                s=40,
+            )
+    left.set_xticks(range(len(strategies)), strategies, rotation=30, ha="right")
+    left.set_ylabel(f"{objective} (validation, lower is better)")
+    left.set_title("Trials by weighting strategy (hollow: stopped early)")
+    for _, steps in history.groupby("trial_id") if not history.empty else []:
+        strategy = steps["strategy"].iloc[0]
+        right.plot(steps["epoch"] + 1, steps["objective"], color=colours[strategy], marker=".", alpha=0.8)
+    for strategy in strategies:
+        right.plot([], [], color=colours[strategy], label=strategy)
+    right.set_xlabel("epoch")
+    right.set_ylabel(objective)
+    right.set_title("Objective over training")
+    right.legend(fontsize="small")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+
+
+def write_outputs(results: tune.ResultGrid, plan: TrialPlan, tp: TuneParams, experiment: str) -> dict:
+    trials, history = tables(results, plan, tp.epochs)
+    best = pick_best(trials)
+    chosen = next(r for r in results if Path(r.path).name == best["trial_id"])
+    overrides = flat_overrides(trial_overrides(plan.space, chosen.config))
+    for name in ("trials.csv", "trials.parquet"):
+        write_table(trials, OUT_DIR / name)
+    write_table(history, OUT_DIR / "history.csv")
+    plot_trials(trials, history, tp.objective, OUT_DIR / "trials.png")
+    with atomic_path(BEST_PARAMS) as tmp:
+        tmp.write_text(
+            f"# Best of {len(trials)} trials of {experiment} ({tp.objective} = {best['objective']:.6g}).\n"
+            "# Apply with: dvc exp run $(python -m pipelines.tune --print-overrides)\n"
+            + yaml.safe_dump(overrides, sort_keys=False)
+        )
+    summary = {
+        "experiment": experiment,
+        "objective": tp.objective,
+        "best_trial": best["trial_id"],
+        "best_objective": float(best["objective"]),
+        "best_val_top1_final": float(best["val_top1_final"]),
+        "best_strategy": best["strategy"],
+        "trials": len(trials),
+        "completed": int((trials["status"] == "completed").sum()),
+        "stopped": int((trials["status"] == "stopped").sum()),
+        "errored": int((trials["status"] == "error").sum()),
+        "overrides": overrides,
+    }
+    write_json(OUT_DIR / "best.json", summary)
+    return summary
+
+
+def print_overrides(path: Path) -> None:
+    """``-S ++key=value`` arguments for ``dvc exp run`` (Hydra's ``++``: set, adding keys params.yaml lacks;
+    null clears another strategy's leftover hyperparameters)."""
+    if not path.exists():
+        raise cli.UserError(f"{path} not found: run the tune stage first (dvc repro tune)")
+    overrides = yaml.safe_load(path.read_text())
+    print(" ".join(f"-S ++{key}={json.dumps(value)}" for key, value in overrides.items()))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local one)")
+    parser.add_argument(
+        "--print-overrides",
+        nargs="?",
+        const=str(BEST_PARAMS),
+        metavar="FILE",
+        help=f"print the best params as dvc exp run -S arguments (default FILE: {BEST_PARAMS}) and exit",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.print_overrides:
+        print_overrides(Path(args.print_overrides))
+        return
+    params = load_params(args.params)
+    plan, experiment = plan_search(params)
+    connect(args.address)
+    results = make_tuner(params, plan, experiment).fit()
+    summary = write_outputs(results, plan, params.tune, experiment)
+    print(
+        f"tune: best of {summary['trials']} trials is {summary['best_trial']} ({summary['best_strategy']}, "
+        f"{summary['objective']} = {summary['best_objective']:.4f}); settings in {BEST_PARAMS}"
+    )
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,100 @@
+"""One Tune trial: a Ray Train run of the tuned member with the trial's weighting and optimiser settings.
+
+Ray 2.60 runs Train V2, where a trainer is no longer a Tune trainable (no ``Tuner(trainer)``). As the Ray
+Train user guide "Hyperparameter Tuning with Ray Tune" documents, each trial is a Tune *function* that
+builds a ``TorchTrainer`` (here :func:`pipelines.member.build_trainer`, the same one the train stage uses)
+and calls ``fit()``; a ``TuneReportCallback`` on the Train controller forwards every epoch's report to
+Tune, so schedulers like ASHA see ``objective`` per epoch and can stop the trial (which ends its Train run).
+The Train run is named after the trial id under a fixed storage path, so a restored Tune experiment
+resumes each unfinished trial from its last epoch checkpoint. The same code runs data-parallel on GPUs:
+only ``tune.scaling`` changes.
+
+Kept apart from the stage module so Train controllers unpickle the callback without importing plotting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ray.tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from pipelines.config.train import MemberParams, TrainParams
+from pipelines.config.tune import SpaceParams
+from pipelines.member import build_trainer, scaling_config
+from pipelines.members import run_config
+from pipelines.search_space import trial_overrides
+
+
+def objective_value(metrics: dict[str, Any], objective: str, head: int) -> float:
+    """The value Tune minimises, from one epoch's validation report (never the test split)."""
+    if objective == "val_auc":
+        return float(metrics["val_auc"])
+    return float(metrics["val_top1"][head])
+
+
+class ObjectiveReporter(TuneReportCallback):
+    """Forwards rank 0's report of every epoch to Tune, with the searched ``objective`` added."""
+
+    def __init__(self, objective: str, head: int) -> None:
+        super().__init__()
+        self.objective, self.head = objective, head
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        first = dict(metrics[0])
+        first["objective"] = objective_value(first, self.objective, self.head)
+        super().after_report(run_context, [first, *metrics[1:]], checkpoint)
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything a trial needs besides its sampled config (shipped once with ``tune.with_parameters``)."""
+
+    train: TrainParams  # the train section with tune's epochs and scaling already applied
+    entry: MemberParams  # the tuned member (its depth, EANN weights, seed)
+    manifest: dict[str, Any]
+    shards: str
+    endpoint_url: str | None
+    space: SpaceParams
+    objective: str
+    head: int  # the milestone head for the val_top1 objective
+    train_storage: str  # Ray Train runs of the trials: <storage>/<experiment>/trials/<trial id>
+    max_failures: int
+
+    def trial_train(self, config: dict[str, Any]) -> TrainParams:
+        """The train section as this trial sets it (validated again: the library checks every value)."""
+        overrides = trial_overrides(self.space, config)
+        raw = self.train.model_dump()
+        raw["weighting"] = overrides["weighting"]
+        raw["optimizer"] = {**raw["optimizer"], **overrides["optimizer"]}
+        return TrainParams.model_validate(raw)
+
+    def member_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The resolved worker config of this trial (what ``train_loop_per_worker`` receives)."""
+        return run_config(
+            self.trial_train(config),
+            self.entry,
+            self.manifest,
+            shards=self.shards,
+            endpoint_url=self.endpoint_url,
+        )
+
+
+def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
+    """The Tune function trainable: one Train run, its epochs streamed to Tune by the callback."""
+    scaling = plan.train.scaling
+    trainer = build_trainer(
+        plan.member_config(config),
+        name=ray.tune.get_context().get_trial_id(),
+        storage_path=plan.train_storage,
+        scaling=scaling_config(
+            scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            cpus_per_worker=scaling.cpus_per_worker,
+            gpus_per_worker=scaling.gpus_per_worker,
+        ),
+        max_failures=plan.max_failures,
+        callbacks=[ObjectiveReporter(plan.objective, plan.head)],
+    )
+    trainer.fit()
