@@ -68,7 +68,8 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
     if tp.objective == "val_top1" and head is None:
         raise cli.UserError(f"tune.milestone = {tp.milestone}: member {name} has no head that cheap")
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
-    digest = fingerprint({"tune": search, "member": base}, manifest, code_digest())
+    trained = {k: v for k, v in base.items() if k != "weighting"}  # every trial replaces the weighting
+    digest = fingerprint({"tune": search, "member": trained}, manifest, code_digest())
     experiment = f"{tp.name}-{digest[:12]}"
     plan = TrialPlan(
         train=train,
