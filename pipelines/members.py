@@ -65,8 +65,11 @@ class Run:
             return False
 
 
-def code_digest(root: Path = Path(".")) -> str:
-    """sha256 over the training code's Python files (path + content), in a stable order."""
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_digest(root: Path = PROJECT_ROOT) -> str:
+    """sha256 over the training code's Python files (path + content) as imported, in a stable order."""
     digest = hashlib.sha256()
     for entry in TRAINING_CODE:
         base = root / entry

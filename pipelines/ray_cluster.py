@@ -14,6 +14,8 @@ import ray
 from ray.train import UserCallback
 from ray.util.queue import Queue
 
+# Set by Ray's job manager in the driver of a submitted job.
+RAY_JOB_CONFIG_JSON_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 # Fault-injection variables (see pipelines.member) travel to the workers with the job.
 FORWARDED_ENV_PREFIX = "ANYTIME_FAULT_"
 
@@ -21,11 +23,14 @@ FORWARDED_ENV_PREFIX = "ANYTIME_FAULT_"
 def connect(address: str | None = None) -> None:
     """``ray.init`` for a driver: ``address`` or ``$RAY_ADDRESS`` if given, else a new local cluster.
 
-    The fault-injection variables, when set, travel to every worker through the job's runtime env.
+    The fault-injection variables, when set, travel to every worker through the job's runtime env (a job
+    from ``ray job submit`` already carries its own, which Ray refuses to have repeated here).
     """
     if ray.is_initialized():
         return
     env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIX)}
+    if RAY_JOB_CONFIG_JSON_ENV_VAR in os.environ:
+        env = {}
     kwargs = {"runtime_env": {"env_vars": env}} if env else {}
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=target, log_to_driver=True, **kwargs)

@@ -1,0 +1,147 @@
+"""The train stage on a real token-authenticated ``ray start --head`` cluster (127.0.0.1), end to end.
+
+One ``ray job submit`` trains two EANN members and an OPT baseline side by side while an injected worker
+crash forces a retry; a driver killed mid-training is re-run and resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from anytime.data import materialise_digits, read_dataset, write_shards
+from anytime.models import create_model
+
+pytest_plugins = ("tests.fixtures.ray_cluster",)  # the session-wide ray_head fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+ARRAYS = ("probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy")
+
+
+@pytest.fixture(scope="session")
+def digits_shards(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("digits")
+    materialise_digits(base / "raw")
+    raw = read_dataset("digits", base / "raw")
+    write_shards(raw, base / "shards", val_fraction=0.1, seed=0, rows_per_shard=512, row_group_rows=128)
+    return base / "shards"
+
+
+def write_project(root: Path, shards: Path, **train) -> Path:
+    """A working directory with a params.yaml for a tiny, fast train stage (the code is the installed one)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"] |= {
+        "shards": str(shards),
+        "model": {"name": "resann", "c": 4, "period": 1},
+        "eann": {"base": 2, "members": 2, "n0": 1},
+        "epochs": 3,
+        "batch_size": 128,
+        "opt": {"members": ["last"], "milestones": [0.5]},
+        **train,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def history(project: Path, run: str) -> list[tuple[int, int]]:
+    """(epoch, timestamp ms) rows the driver logged for ``run``, in order."""
+    path = project / "outputs/live/plots/metrics" / run / "val_top1_final.tsv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return [(int(row["step"]), int(row["timestamp"])) for row in csv.DictReader(fh, delimiter="\t")]
+
+
+def check_outputs(out: Path, *, num_heads: int, epochs: int = 3) -> None:
+    """DESIGN.md "Member outputs": arrays, metrics.json and a model.pt that rebuilds the network."""
+    probs_val, probs_test = np.load(out / "probs_val.npy"), np.load(out / "probs_test.npy")
+    labels_val, labels_test = np.load(out / "labels_val.npy"), np.load(out / "labels_test.npy")
+    assert probs_val.dtype == np.float32 and labels_val.dtype == np.int64
+    assert probs_val.shape == (num_heads, 144, 10) and probs_test.shape == (num_heads, 360, 10)
+    assert labels_val.shape == (144,) and labels_test.shape == (360,)
+    np.testing.assert_allclose(probs_test.sum(axis=2), 1.0, atol=1e-4)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["flops"]) == len(metrics["val_top1"]) == len(metrics["test_top1"]) == num_heads
+    assert metrics["flops"] == sorted(metrics["flops"]) and metrics["epochs"] == epochs
+    final_test_error = float((probs_test[-1].argmax(axis=1) != labels_test).mean())
+    assert metrics["test_top1"][-1] == pytest.approx(final_test_error)
+    saved = torch.load(out / "model.pt", weights_only=True)
+    model = create_model(**saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    assert model.num_heads == num_heads
+
+
+@pytest.mark.heavy
+def test_job_submit_trains_runs_side_by_side_and_resumes_a_crashed_worker(
+    ray_head, digits_shards: Path, tmp_path: Path
+):
+    project = write_project(tmp_path / "project", digits_shards)
+    marker = tmp_path / "fault-fired"
+    fault = {"ANYTIME_FAULT_EPOCH": "1", "ANYTIME_FAULT_MARKER": str(marker), "ANYTIME_FAULT_RUN": "m1"}
+    command = [
+        RAY, "job", "submit", "--address", ray_head.dashboard_url,
+        "--runtime-env-json", json.dumps({"env_vars": fault}),
+        "--", "bash", "-c", f"cd {project} && {sys.executable} -m pipelines.train",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=ray_head.env, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert marker.exists() and "injected fault in run 'm1' at epoch 1" in log
+
+    runs = {"m0": 3, "m1": 6}  # heads: 3n with n = 1, 2
+    opt = [p.name for p in (project / "outputs/opt").iterdir()]
+    assert len(opt) == 1 and opt[0].startswith("m1-opt")
+    runs[opt[0]] = int(opt[0].removeprefix("m1-opt")) + 1
+    for name, heads in runs.items():
+        kind = "opt" if "-opt" in name else "members"
+        check_outputs(project / "outputs" / kind / name, num_heads=heads)
+        assert [epoch for epoch, _ in history(project, name)] == [0, 1, 2]  # the crash repeated no epoch
+    spans = {name: [ts for _, ts in history(project, name)] for name in runs}
+    for a in runs:
+        for b in runs:
+            assert min(spans[a]) < max(spans[b]), "runs did not train side by side"
+    summary = json.loads((project / "outputs/live/metrics.json").read_text())
+    assert set(runs) <= set(summary) and 0 <= summary["m1"]["test_top1_final"] <= 1
+
+
+@pytest.mark.heavy
+def test_killed_driver_is_rerun_and_resumes_from_its_last_checkpoint(
+    ray_head, digits_shards: Path, tmp_path: Path
+):
+    project = write_project(
+        tmp_path / "project", digits_shards, eann={"members": 1, "n0": 1}, opt={"members": []}, epochs=4
+    )
+    command = [sys.executable, "-m", "pipelines.train"]
+    driver = subprocess.Popen(command, cwd=project, env=ray_head.env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(history(project, "m0")) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    killed_at = time.time() * 1000
+    before = history(project, "m0")
+    assert 2 <= len(before) < 4, f"driver was not killed mid-training: {before}"
+    assert not (project / "outputs/members/m0").exists()
+
+    rerun = subprocess.run(
+        command, cwd=project, env=ray_head.env, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    after = history(project, "m0")
+    epochs = [epoch for epoch, _ in after]
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 3  # no epoch logged twice
+    assert after[0] == before[0] and after[0][1] < killed_at  # epoch 0 was not trained again
+    check_outputs(project / "outputs/members/m0", num_heads=3, epochs=4)
