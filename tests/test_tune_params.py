@@ -1,0 +1,222 @@
+"""The tune section: schema, conditional search space, best params handed to DVC, picking the best trial."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from dvc.utils.hydra import apply_overrides
+from ray.tune.search.variant_generator import generate_variants
+
+from anytime.weighting import create_strategy
+from pipelines.config import ParamsError, load_params, validate_params
+from pipelines.search_space import flat_overrides, param_space, trial_overrides
+from pipelines.tune import pick_best, plot_trials
+from pipelines.tune_trial import objective_value
+
+ROOT = Path(__file__).resolve().parents[1]
+STATIC = {"const", "linear", "half_end", "sieve", "exp_lin"}
+
+
+def project_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_tune(**tune) -> dict:
+    raw = project_params()
+    raw["tune"] = {**raw["tune"], **tune}
+    return raw
+
+
+def error_for(raw: dict) -> str:
+    with pytest.raises(ParamsError) as info:
+        validate_params(raw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def samples(space, search_alg: str, n: int) -> list[dict]:
+    """``n`` draws as Ray's variant generator makes them (a grid yields each combination per draw)."""
+    rng = np.random.default_rng(0)
+    spec = param_space(space, search_alg)
+    return [config for _ in range(n) for _, config in generate_variants(spec, random_state=rng)]
+
+
+def test_project_tune_section_covers_every_strategy_family():
+    tune = load_params(ROOT / "params.yaml").tune
+    assert [c.strategy for c in tune.space.weighting] == ["static", "alternating", "adaloss", "noregret"]
+    assert tune.objective == "val_auc" and tune.scheduler.name == "asha" and tune.search_alg == "random"
+    assert set(tune.space.optimizer) == {"lr", "weight_decay"}
+
+
+def test_random_samples_are_conditional_and_build_with_the_library():
+    space = load_params(ROOT / "params.yaml").tune.space
+    seen = set()
+    for config in samples(space, "random", 300):
+        weighting = trial_overrides(space, config)["weighting"]
+        name, hparams = weighting["strategy"], {k: v for k, v in weighting.items() if k != "strategy"}
+        seen.add(name)
+        create_strategy(name, num_heads=6, **hparams)  # raises on any illegal sample
+        if name in STATIC:
+            assert set(hparams) <= {"normalisation"}
+        elif name == "alternating":
+            assert set(hparams) == {"scheme", "rho"} and 1.5 <= hparams["rho"] <= 4.0
+        elif name == "adaloss":
+            assert set(hparams) == {"gamma", "momentum", "update_period", "final_extra"}
+        else:  # no-regret: AVG-L alone takes a momentum
+            expected = {"gamma", "rho_last", "momentum"} if name == "avgl" else {"gamma", "rho_last"}
+            assert set(hparams) == expected
+        lr = config["optimizer"]["lr"]
+        assert 0.01 <= lr <= 0.5
+    assert seen == STATIC | {"alternating", "adaloss", "rwm", "exp3", "avgl"}
+
+
+def test_grid_runs_every_candidate_for_every_optimizer_grid_value():
+    raw = project_params()["tune"]["space"]
+    raw["optimizer"] = {"lr": {"grid": [0.01, 0.1]}, "weight_decay": 0.0}
+    space = validate_params(with_tune(space=raw)).tune.space
+    configs = samples(space, "grid", 1)
+    assert len(configs) == 4 * 2
+    pairs = {(c["weighting"]["candidate"], c["optimizer"]["lr"]) for c in configs}
+    assert pairs == {(i, lr) for i in range(4) for lr in (0.01, 0.1)}
+
+
+@pytest.mark.parametrize(
+    ("candidate", "needle"),
+    [
+        ({"strategy": "adaloss", "gamma": {"uniform": [0.0, 0.2]}}, "gamma"),  # gamma must be > 0
+        ({"strategy": "adaloss", "rho": 2.0}, "rho"),  # not an AdaLoss hyperparameter
+        ({"strategy": "noregret", "learner": {"choice": ["rwm", "hedge"]}}, "hedge"),
+        ({"strategy": "noregret", "learner": "avgl", "momentum": {"uniform": [0.5, 1.0]}}, "momentum"),
+        ({"strategy": "static", "scheme": {"choice": ["sieve", "cubic"]}}, "cubic"),
+        ({"strategy": "alternating", "rho": {"uniform": [3.0, 2.0]}}, "[3.0, 2.0]"),
+        ({"strategy": "alternating", "rho": {"normal": [2.0, 1.0]}}, "search dimension"),
+        ({"strategy": "adaloss", "update_period": {"grid": [10, 100]}}, "grid"),
+        ({"strategy": "hyperband"}, "hyperband"),
+    ],
+)
+def test_bad_weighting_candidates_fail_at_the_door_naming_the_problem(candidate, needle):
+    raw = project_params()["tune"]["space"]
+    raw["weighting"] = [candidate]
+    message = error_for(with_tune(space=raw))
+    assert message.startswith("params.yaml: ") and "tune.space.weighting.0" in message
+    assert needle in message
+
+
+@pytest.mark.parametrize(
+    ("tune", "needle"),
+    [
+        ({"space": {"optimizer": {"lr": {"loguniform": [0.0, 0.1]}}}}, "low > 0"),
+        ({"space": {"optimizer": {"momentum": {"uniform": [0.5, 1.5]}}}}, "optimizer.momentum = 1.5"),
+        ({"space": {"optimizer": {"learning_rate": 0.1}}}, "learning_rate"),
+        ({"objective": "test_auc"}, "tune.objective"),
+        ({"scheduler": {"name": "pbt"}}, "tune.scheduler.name"),
+        ({"search_alg": "optuna"}, "tune.search_alg"),
+        ({"driver_cpus": 0, "driver_memory_mb": 0}, "non-empty"),
+        ({"milestone": 0.3}, "tune.milestone"),
+        ({"num_samples": 0}, "tune.num_samples"),
+        ({"sample": 3}, "unknown key 'tune.sample'"),
+    ],
+)
+def test_bad_tune_settings_fail_with_one_line(tune, needle):
+    assert needle in error_for(with_tune(**tune))
+
+
+def test_best_params_apply_through_dvc_overrides(tmp_path, monkeypatch):
+    """The printed ``-S`` arguments, applied by DVC's own override code, give exactly the trial's train
+    settings, and clear a previous strategy's leftover hyperparameter."""
+    space = load_params(ROOT / "params.yaml").tune.space
+    config = next(c for c in samples(space, "random", 300) if c["weighting"]["candidate"] == 2)  # adaloss
+    overrides = trial_overrides(space, config)
+    out = tmp_path / "outputs/tune/best_params.yaml"
+    out.parent.mkdir(parents=True)
+    out.write_text(yaml.safe_dump(flat_overrides(overrides), sort_keys=False))
+    printed = subprocess.run(
+        [sys.executable, "-m", "pipelines.tune", "--print-overrides", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.split()
+    assert printed[0::2] == ["-S"] * (len(printed) // 2)
+    params = tmp_path / "params.yaml"
+    raw = project_params()
+    raw["train"]["weighting"] = {"strategy": "alternating", "scheme": "sieve", "rho": 3.0}
+    params.write_text(yaml.safe_dump(raw))
+    apply_overrides(params, printed[1::2])
+    train = load_params(params).train
+    assert train.weighting.strategy == "adaloss" and train.weighting.rho is None
+    assert train.weighting.hparams() == {k: v for k, v in overrides["weighting"].items() if k != "strategy"}
+    assert train.optimizer.lr == overrides["optimizer"]["lr"]
+    assert train.optimizer.weight_decay == overrides["optimizer"]["weight_decay"]
+    assert train.optimizer.momentum == raw["train"]["optimizer"]["momentum"]  # untouched
+
+
+def test_print_overrides_without_results_is_one_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.tune", "--print-overrides", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "missing.yaml" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_objective_reads_validation_metrics_only():
+    metrics = {"val_auc": 0.3, "val_top1": [0.5, 0.4, 0.2], "test_top1": [0.0, 0.0, 0.0], "test_auc": 0.0}
+    assert objective_value(metrics, "val_auc", head=2) == 0.3
+    assert objective_value(metrics, "val_top1", head=1) == 0.4
+
+
+def trials_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d"],
+            "strategy": ["sieve", "adaloss", "sieve", "exp3"],
+            "status": ["completed", "stopped", "completed", "error"],
+            "epochs": [4, 1, 4, 0],
+            "objective": [0.30, 0.10, 0.25, float("nan")],
+        }
+    )
+
+
+def test_best_is_the_lowest_completed_trial_not_an_early_stopped_one():
+    trials = trials_frame()
+    assert pick_best(trials)["trial_id"] == "c"
+    only_stopped = trials[trials["status"] != "completed"]
+    assert pick_best(only_stopped)["trial_id"] == "b"
+    with pytest.raises(RuntimeError, match="no trial"):
+        pick_best(trials[trials["status"] == "error"])
+
+
+def test_plot_writes_a_png(tmp_path):
+    history = pd.DataFrame(
+        {
+            "trial_id": ["a", "a", "b", "c", "c"],
+            "strategy": ["sieve", "sieve", "adaloss", "sieve", "sieve"],
+            "epoch": [0, 1, 0, 0, 1],
+            "objective": [0.5, 0.3, 0.1, 0.6, 0.25],
+        }
+    )
+    path = tmp_path / "trials.png"
+    plot_trials(trials_frame(), history, "val_auc", path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.png"]  # no temp file left behind
+
+
+def test_candidates_are_copied_not_shared():
+    """Resolving a sample must not mutate the trial's config (Tune stores and re-reads it on restore)."""
+    space = load_params(ROOT / "params.yaml").tune.space
+    config = samples(space, "random", 1)[0]
+    before = copy.deepcopy(config)
+    trial_overrides(space, config)
+    assert config == before
