@@ -11,6 +11,7 @@ Prints (each a median over --repeats of ratios measured within one repeat):
 
 from __future__ import annotations
 
+import argparse
 import statistics
 
 import numpy as np
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--number", type=int, default=1, help="timed forward passes per measurement")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
     args = parser.parse_args()
     bench = setup(parser, args)
     device = bench.device
@@ -49,10 +51,14 @@ def main() -> None:
     input_shape = (args.in_channels, args.image_size, args.image_size)
     x = torch.randn(args.batch, *input_shape, device=device)
     last = model.num_heads - 1
+    amp = args.amp and device.type == "cuda"
 
     print(bench.header())
-    print(f"# resann n={args.n} c={args.c} period={args.period} K={model.num_heads} batch={args.batch}")
-    with torch.inference_mode():
+    print(
+        f"# resann n={args.n} c={args.c} period={args.period} K={model.num_heads} "
+        f"batch={args.batch} amp={amp}"
+    )
+    with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
         ratios, plain_seconds = bench.interleaved_ratios(
             lambda: plain(x), {"all": lambda: model(x)}, number=args.number
         )

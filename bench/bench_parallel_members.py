@@ -50,6 +50,9 @@ def main() -> None:
     )
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument(
+        "--gpus-per-worker", type=float, help="with --device cuda; default 1/members, so all share one GPU"
+    )
+    parser.add_argument(
         "--warmup",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -61,6 +64,7 @@ def main() -> None:
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     use_gpu = bench.device.type == "cuda"
+    gpus = (args.gpus_per_worker or 1.0 / args.members) if use_gpu else None
 
     with tempfile.TemporaryDirectory(prefix="anytime-bench-") as tmp:
         tmp_path = Path(tmp)
@@ -78,7 +82,9 @@ def main() -> None:
             eval_batch_size=256,
             amp=use_gpu,
             seed=args.seed,
-            scaling=ScalingParams(use_gpu=use_gpu, cpus_per_worker=args.cpus_per_worker),
+            scaling=ScalingParams(
+                use_gpu=use_gpu, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus
+            ),
             max_failures=0,
         )
         shards = str(tmp_path / "shards")
@@ -86,7 +92,7 @@ def main() -> None:
             run_config(params, e, manifest, shards=shards, endpoint_url=None) for e in member_entries(params)
         ]
         scaling = scaling_config(
-            1, use_gpu=use_gpu, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=1.0 if use_gpu else None
+            1, use_gpu=use_gpu, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus
         )
         storage = str(tmp_path / "ray_results")
         fits = count()
