@@ -1,0 +1,73 @@
+"""infra/ray/submit_stage.py: a stage run as a Ray job on a real local head, outputs brought back here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.ray_cluster import RayHead, ray_head  # noqa: F401  (pytest fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path("infra/ray/submit_stage.py")
+WRITE_OUTPUT = (
+    "import json, os, pathlib; p = pathlib.Path('outputs/members/m0'); p.mkdir(parents=True);"
+    "(p / 'metrics.json').write_text(json.dumps({'ran_in': os.getcwd()}))"
+)
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A checkout with the script, the project's .gitignore and a stale output from an earlier run."""
+    root = tmp_path / "checkout"
+    (root / SCRIPT.parent).mkdir(parents=True)
+    shutil.copy(ROOT / SCRIPT, root / SCRIPT)
+    shutil.copy(ROOT / ".gitignore", root / ".gitignore")
+    (root / "outputs" / "members" / "old").mkdir(parents=True)
+    return root
+
+
+def _run(checkout: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_without_a_job_address_the_stage_runs_here(checkout: Path):
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:6379"}  # a GCS address, as inside a job: not a jobs API
+    env.pop("RAY_API_SERVER_ADDRESS", None)
+    result = _run(checkout, env, "--", sys.executable, "-c", WRITE_OUTPUT)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((checkout / "outputs/members/m0/metrics.json").read_text())
+    assert metrics == {"ran_in": str(checkout)}
+
+
+@pytest.mark.heavy
+def test_job_outputs_replace_local_ones_and_failures_change_nothing(
+    ray_head: RayHead,  # noqa: F811
+    checkout: Path,
+    tmp_path: Path,
+):
+    env = {**ray_head.env, "ANYTIME_STAGING": str(tmp_path / "staging")}
+    args = ["--address", ray_head.dashboard_url, "--out", "outputs/members"]
+
+    failed = _run(checkout, env, *args, "--", "python", "-c", "raise SystemExit(3)")
+    assert failed.returncode == 1 and "ended FAILED; local outputs left unchanged" in failed.stderr
+    assert sorted(p.name for p in (checkout / "outputs/members").iterdir()) == ["old"]
+
+    result = _run(checkout, env, *args, "--", "python", "-c", WRITE_OUTPUT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in (checkout / "outputs/members").iterdir()) == ["m0"]
+    metrics = json.loads((checkout / "outputs/members/m0/metrics.json").read_text())
+    assert Path(metrics["ran_in"]).is_relative_to(ray_head.temp_dir)  # the job's working dir on the head
+    assert not any((tmp_path / "staging").iterdir()), "the staging copy is removed once fetched"
