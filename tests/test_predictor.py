@@ -151,6 +151,19 @@ def test_budgeted_batch_hits_the_target_cost_with_real_exits(digits_model):
     assert final_accuracy > 0.85 and accuracy > final_accuracy - 0.06
 
 
+def test_no_exit_before_first_exit(digits_model):
+    model, splits = digits_model
+    costs = running_costs(model, SHAPE)
+    with torch.no_grad():
+        probs_val = torch.stack([o.softmax(1) for o in model(splits["val"][0])]).numpy()
+    threshold = calibrate_threshold(probs_val, costs, costs[2], first_exit=2)
+    assert average_cost(probs_val, costs, threshold, first_exit=2) == pytest.approx(costs[2])
+    result = classify_with_exits(model, splits["test"][0], threshold, costs, first_exit=2)
+    assert int(result.exit_head.min()) == 2 and result.average_flops >= costs[2]
+    with pytest.raises(ValueError, match="head 2"):
+        calibrate_threshold(probs_val, costs, costs[1], first_exit=2)
+
+
 def test_calibration_limits(digits_model):
     costs = running_costs(digits_model[0], SHAPE)
     probs = np.random.default_rng(0).dirichlet(np.ones(10), size=(len(costs), 50)).astype(np.float32)

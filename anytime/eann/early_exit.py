@@ -4,7 +4,8 @@ A sample exits at head k when its max softmax probability reaches the threshold 
 rest). One threshold is chosen on the validation split so that the *average* per-sample cost hits a target
 (larger thresholds keep samples longer, so the cost is monotone in it and a search over the observed
 confidences finds the best fit). At test time exits are real: samples that leave are dropped from the batch,
-so the units after their exit never see them.
+so the units after their exit never see them. Heads before ``first_exit`` never let a sample leave: use it
+for members trained with EANN weights, whose first half of heads carries no loss (spec §2) and is useless.
 """
 
 from __future__ import annotations
@@ -25,31 +26,38 @@ def running_costs(model: AnytimeNet, input_shape: Sequence[int]) -> list[float]:
     return [float(forward_flops(model, input_shape, until=k)) for k in range(model.num_heads)]
 
 
-def exit_heads(probs: np.ndarray, threshold: float) -> np.ndarray:
+def exit_heads(probs: np.ndarray, threshold: float, first_exit: int = 0) -> np.ndarray:
     """Exit head of each sample from softmax outputs ``[K, N, C]``: the first with max prob >= threshold."""
     confident = probs.max(axis=2) >= threshold  # [K, N]
+    confident[:first_exit] = False
     confident[-1] = True
     return confident.argmax(axis=0)
 
 
-def average_cost(probs: np.ndarray, costs: Sequence[float], threshold: float) -> float:
-    return float(np.asarray(costs, dtype=np.float64)[exit_heads(probs, threshold)].mean())
+def average_cost(probs: np.ndarray, costs: Sequence[float], threshold: float, first_exit: int = 0) -> float:
+    return float(np.asarray(costs, dtype=np.float64)[exit_heads(probs, threshold, first_exit)].mean())
 
 
-def calibrate_threshold(probs_val: np.ndarray, costs: Sequence[float], target_cost: float) -> float:
+def calibrate_threshold(
+    probs_val: np.ndarray, costs: Sequence[float], target_cost: float, first_exit: int = 0
+) -> float:
     """The confidence threshold whose validation average cost is the largest not above ``target_cost``."""
-    if not costs[0] <= target_cost:
+    if not isinstance(first_exit, int) or not 0 <= first_exit < len(costs):
         raise ValueError(
-            f"target_cost={target_cost!r} is invalid: every sample pays at least the first head "
-            f"({costs[0]:.4g} FLOPs)"
+            f"first_exit={first_exit!r} is invalid: must be a head index in [0, {len(costs) - 1}]"
         )
-    if target_cost >= costs[-1]:
+    if not costs[first_exit] <= target_cost:
+        raise ValueError(
+            f"target_cost={target_cost!r} is invalid: every sample pays at least head {first_exit} "
+            f"({costs[first_exit]:.4g} FLOPs)"
+        )
+    if target_cost >= costs[-1] or first_exit == len(costs) - 1:
         return float("inf")  # the whole network fits: never exit early
-    candidates = np.unique(probs_val[:-1].max(axis=2))
-    lo, hi = 0, len(candidates) - 1  # at candidates[0] every sample leaves at head 0: it fits
+    candidates = np.unique(probs_val[first_exit:-1].max(axis=2))
+    lo, hi = 0, len(candidates) - 1  # at candidates[0] every sample leaves at head first_exit: it fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if average_cost(probs_val, costs, candidates[mid]) <= target_cost:
+        if average_cost(probs_val, costs, candidates[mid], first_exit) <= target_cost:
             lo = mid
         else:
             hi = mid - 1
@@ -64,7 +72,9 @@ class ExitResult:
 
 
 @torch.no_grad()
-def classify_with_exits(model: AnytimeNet, x: Tensor, threshold: float, costs: Sequence[float]) -> ExitResult:
+def classify_with_exits(
+    model: AnytimeNet, x: Tensor, threshold: float, costs: Sequence[float], first_exit: int = 0
+) -> ExitResult:
     """Classify ``x``, dropping each sample from the batch at its exit head (real per-sample early exit).
 
     Walks the model's ``stem``/``units``/``heads`` like ``iter_heads`` does, but between heads it keeps only
@@ -81,7 +91,10 @@ def classify_with_exits(model: AnytimeNet, x: Tensor, threshold: float, costs: S
         if index != model.head_units[head]:
             continue
         confidence, predicted = torch.softmax(model.heads[head](features), dim=1).max(dim=1)
-        leave = torch.ones_like(confidence, dtype=torch.bool) if head == last else confidence >= threshold
+        if head == last:
+            leave = torch.ones_like(confidence, dtype=torch.bool)
+        else:
+            leave = (confidence >= threshold) & (head >= first_exit)
         predictions[active[leave]] = predicted[leave]
         exit_head[active[leave]] = head
         active, features = active[~leave], features[~leave]
