@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path("infra/ray/submit_stage.py")
 WRITE_OUTPUT = (
     "import json, os, pathlib; p = pathlib.Path('outputs/members/m0'); p.mkdir(parents=True);"
-    "(p / 'metrics.json').write_text(json.dumps({'ran_in': os.getcwd()}))"
+    "shards = pathlib.Path('data/shards/toy/manifest.json');"
+    "seen = shards.read_text() if shards.exists() else None;"
+    "(p / 'metrics.json').write_text(json.dumps({'ran_in': os.getcwd(), 'shards': seen}))"
 )
 
 
@@ -29,6 +31,8 @@ def checkout(tmp_path: Path) -> Path:
     shutil.copy(ROOT / SCRIPT, root / SCRIPT)
     shutil.copy(ROOT / ".gitignore", root / ".gitignore")
     (root / "outputs" / "members" / "old").mkdir(parents=True)
+    (root / "data" / "shards" / "toy").mkdir(parents=True)
+    (root / "data" / "shards" / "toy" / "manifest.json").write_text('{"dataset": "toy"}')
     return root
 
 
@@ -49,7 +53,7 @@ def test_without_a_job_address_the_stage_runs_here(checkout: Path):
     result = _run(checkout, env, "--", sys.executable, "-c", WRITE_OUTPUT)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((checkout / "outputs/members/m0/metrics.json").read_text())
-    assert metrics == {"ran_in": str(checkout)}
+    assert metrics == {"ran_in": str(checkout), "shards": '{"dataset": "toy"}'}
 
 
 @pytest.mark.heavy
@@ -59,7 +63,7 @@ def test_job_outputs_replace_local_ones_and_failures_change_nothing(
     tmp_path: Path,
 ):
     env = {**ray_head.env, "ANYTIME_STAGING": str(tmp_path / "staging")}
-    args = ["--address", ray_head.dashboard_url, "--out", "outputs/members"]
+    args = ["--address", ray_head.dashboard_url, "--out", "outputs/members", "--in", "data/shards/toy"]
 
     failed = _run(checkout, env, *args, "--", "python", "-c", "raise SystemExit(3)")
     assert failed.returncode == 1 and "ended FAILED; local outputs left unchanged" in failed.stderr
@@ -70,4 +74,5 @@ def test_job_outputs_replace_local_ones_and_failures_change_nothing(
     assert sorted(p.name for p in (checkout / "outputs/members").iterdir()) == ["m0"]
     metrics = json.loads((checkout / "outputs/members/m0/metrics.json").read_text())
     assert Path(metrics["ran_in"]).is_relative_to(ray_head.temp_dir)  # the job's working dir on the head
+    assert metrics["shards"] == '{"dataset": "toy"}', "--in data (Git-ignored, so not in the upload) arrived"
     assert not any((tmp_path / "staging").iterdir()), "the staging copy is removed once fetched"

@@ -7,8 +7,11 @@ With a cluster's job API address (``--address``, ``$RAY_API_SERVER_ADDRESS`` or 
 (`ray job submit --working-dir .`); its log streams here. When it succeeds, the paths given with ``--out``
 travel back through a staging location both sides can reach (``--staging`` / ``$ANYTIME_STAGING``: an
 ``s3://`` prefix, or a shared directory) and replace the local ones atomically, so a DVC stage wrapped in
-this script records them as if it had run locally. Without an address the command simply runs here.
-A failed job leaves the local outputs untouched and exits non-zero.
+this script records them as if it had run locally. Paths given with ``--in`` (Git-ignored data or
+persisted outputs that the working dir upload skips) travel the other way first and are unpacked in the
+job's working dir on the head node; workers on other nodes do not see them, so multi-node runs read their
+shards from S3 (``train.shards``). Without an address the command simply runs here. A failed job leaves
+the local outputs untouched and exits non-zero.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import fsspec
 from anytime.data.archives import extract
 from pipelines.io import atomic_path
 
-ARCHIVE = "outputs.tar.gz"
+OUTPUTS, INPUTS = "outputs.tar.gz", "inputs.tar.gz"
 # Only endpoints and switches travel to the job; credentials come from the cluster's own IAM role.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "OMP_NUM_THREADS")
 
@@ -43,24 +46,26 @@ def job_api_address(explicit: str | None) -> str | None:
     return None
 
 
-def upload_outputs(outs: list[str], staging: str) -> None:
-    """Pack ``outs`` (files or directories, relative to the working dir) into one archive at ``staging``."""
-    with fsspec.open(f"{staging}/{ARCHIVE}", "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        for out in outs:
-            tar.add(out, arcname=out)
+def pack(paths: list[str], url: str) -> None:
+    """Pack ``paths`` (files or directories, relative to the working dir; missing ones skipped) at ``url``."""
+    with fsspec.open(url, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for path in paths:
+            if os.path.exists(path):
+                tar.add(path, arcname=path)
 
 
-def download_outputs(outs: list[str], staging: str) -> None:
-    """Fetch the archive, extract it with path checks, then swap each output in atomically."""
+def unpack(url: str, paths: list[str]) -> None:
+    """Fetch the archive at ``url``, extract it with path checks, then swap each path in atomically."""
     with tempfile.TemporaryDirectory(prefix="submit-stage-") as tmp:
-        archive = Path(tmp) / ARCHIVE
-        with fsspec.open(f"{staging}/{ARCHIVE}", "rb") as src, archive.open("wb") as dst:
+        archive = Path(tmp) / "archive.tar.gz"
+        with fsspec.open(url, "rb") as src, archive.open("wb") as dst:
             shutil.copyfileobj(src, dst)
         unpacked = Path(tmp) / "unpacked"
         extract(archive, unpacked)
-        for out in outs:
-            with atomic_path(out) as target:
-                os.replace(unpacked / out, target)
+        for path in paths:
+            if (unpacked / path).exists():
+                with atomic_path(path) as target:
+                    os.replace(unpacked / path, target)
 
 
 async def _stream_logs(client, job_id: str) -> None:
@@ -68,42 +73,58 @@ async def _stream_logs(client, job_id: str) -> None:
         print(chunk, end="", flush=True)
 
 
-def submit(address: str, command: list[str], outs: list[str], staging: str | None, forward: list[str]) -> int:
+def submit(address: str, command: list[str], args: argparse.Namespace) -> int:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    if outs and not staging:
-        raise SystemExit("error: --out needs --staging or $ANYTIME_STAGING (an s3:// prefix or a shared dir)")
-    run_staging = f"{staging.rstrip('/')}/{uuid.uuid4().hex}" if outs else None
+    moves = args.out or args.ins
+    if moves and not args.staging:
+        print(
+            "error: --in/--out need --staging or $ANYTIME_STAGING (s3:// prefix or shared dir)",
+            file=sys.stderr,
+        )
+        return 2
+    run_staging = f"{args.staging.rstrip('/')}/{uuid.uuid4().hex}" if moves else None
     inner = ["python", "infra/ray/submit_stage.py", "--inside"]
     if run_staging:
-        inner += ["--upload-to", run_staging, *(f"--out={out}" for out in outs)]
-    env = {name: os.environ[name] for name in (*FORWARDED_ENV, *forward) if name in os.environ}
+        inner += ["--staging", run_staging, *(f"--out={out}" for out in args.out)]
+        inner += [f"--in={path}" for path in args.ins]
+    env = {name: os.environ[name] for name in (*FORWARDED_ENV, *args.env) if name in os.environ}
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(
-        entrypoint=shlex.join([*inner, "--", *command]),
-        runtime_env={"working_dir": ".", "env_vars": env},
-    )
-    print(f"submitted Ray job {job_id} to {address}", flush=True)
-    asyncio.run(_stream_logs(client, job_id))
-    status = client.get_job_status(job_id)
-    if status != JobStatus.SUCCEEDED:
-        print(f"error: Ray job {job_id} ended {status.value}; local outputs left unchanged", file=sys.stderr)
-        return 1
-    if run_staging:
-        download_outputs(outs, run_staging)
-        fs, path = fsspec.core.url_to_fs(run_staging)
-        fs.rm(path, recursive=True)
-    return 0
+    try:
+        if run_staging:
+            pack(args.ins, f"{run_staging}/{INPUTS}")
+        job_id = client.submit_job(
+            entrypoint=shlex.join([*inner, "--", *command]),
+            runtime_env={"working_dir": ".", "env_vars": env},
+        )
+        print(f"submitted Ray job {job_id} to {address}", flush=True)
+        asyncio.run(_stream_logs(client, job_id))
+        status = client.get_job_status(job_id)
+        if status != JobStatus.SUCCEEDED:
+            print(
+                f"error: Ray job {job_id} ended {status.value}; local outputs left unchanged", file=sys.stderr
+            )
+            return 1
+        if run_staging:
+            unpack(f"{run_staging}/{OUTPUTS}", args.out)
+        return 0
+    finally:
+        if run_staging:
+            fs, path = fsspec.core.url_to_fs(run_staging)
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", help="Ray jobs API, e.g. http://127.0.0.1:8265")
     parser.add_argument("--out", action="append", default=[], help="output path to bring back (repeatable)")
+    parser.add_argument(
+        "--in", dest="ins", action="append", default=[], help="ignored path to send (repeatable)"
+    )
     parser.add_argument("--staging", default=os.environ.get("ANYTIME_STAGING"), help="s3:// prefix or dir")
     parser.add_argument("--env", action="append", default=[], help="extra env var to forward (repeatable)")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)  # set for the job's side
-    parser.add_argument("--upload-to", help=argparse.SUPPRESS)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the stage command")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -111,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("missing the stage command after --")
     address = None if args.inside else job_api_address(args.address)
     if address:
-        return submit(address, command, args.out, args.staging, args.env)
+        return submit(address, command, args)
+    if args.inside and args.ins:
+        unpack(f"{args.staging}/{INPUTS}", args.ins)
     code = subprocess.run(command).returncode
-    if code == 0 and args.upload_to:
-        upload_outputs(args.out, args.upload_to)
+    if code == 0 and args.inside and args.out:
+        pack(args.out, f"{args.staging}/{OUTPUTS}")
     return code
 
 
