@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
             )
     else:
         prune_stale(runs)
+    for root in (MEMBERS_DIR, OPT_DIR):  # DVC outputs, even when no baseline is asked for
+        root.mkdir(parents=True, exist_ok=True)
     todo = [r for r in runs if (not args.only or r.name in args.only) and (args.force or not r.is_current())]
     live = StageLive()
     if not args.only:
