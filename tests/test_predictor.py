@@ -52,10 +52,10 @@ def test_soft_deadline_is_checked_between_heads():
     model = tiny()
     predictor = AnytimePredictor(model, SHAPE)
     calls = count_units(model)
-    slow_unit(model, 3, 1.0)
-    result = predictor.predict(torch.randn(2, *SHAPE), deadline_s=0.3)
+    slow_unit(model, 3, 1.5)
+    result = predictor.predict(torch.randn(2, *SHAPE), deadline_s=0.8)
     # head 3 was already being computed at the deadline: it completes late, then the run stops
-    assert (result.head, result.stopped_by) == (3, "deadline") and result.elapsed_s >= 1.0
+    assert (result.head, result.stopped_by) == (3, "deadline") and result.elapsed_s >= 1.5
     assert [len(c) for c in calls] == [1, 1, 1, 1, 0, 0]
 
 
@@ -63,11 +63,11 @@ def test_hard_deadline_answers_on_time_with_the_latest_completed_head():
     model = tiny()
     predictor = AnytimePredictor(model, SHAPE)
     calls = count_units(model)
-    slow_unit(model, 3, 1.5)
-    result = predictor.predict(torch.randn(2, *SHAPE), deadline_s=0.4, hard=True)
+    slow_unit(model, 3, 2.5)
+    result = predictor.predict(torch.randn(2, *SHAPE), deadline_s=0.8, hard=True)
     assert (result.head, result.stopped_by, result.heads_computed) == (2, "deadline", 3)
-    assert 0.4 <= result.elapsed_s < 1.4  # answered at the deadline, while unit 3 was still sleeping
-    time.sleep(2.0)  # the worker thread finishes the head in progress and stops there
+    assert 0.8 <= result.elapsed_s < 2.3  # answered at the deadline, while unit 3 was still sleeping
+    time.sleep(3.0)  # the worker thread finishes the head in progress and stops there
     assert [len(c) for c in calls] == [1, 1, 1, 1, 0, 0]
 
 
