@@ -8,7 +8,7 @@ step, the strategy sees the (globally averaged, under torch.distributed) per-hea
 import os
 import random
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,26 @@ def _global_mean(values: Tensor) -> Tensor:
     return values
 
 
+def _in_lockstep(batches: Iterable[Any], device: torch.device) -> Iterator[Any]:
+    """Yield batches while every data-parallel rank still has one.
+
+    Ranks can hold different numbers of batches (uneven shards, DataLoader workers); DDP's gradient
+    all-reduce would then wait forever on the rank that ran out. One scalar all-reduce per step makes every
+    rank stop at the shortest rank's end instead.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        yield from batches
+        return
+    iterator = iter(batches)
+    while True:
+        batch = next(iterator, None)
+        has_batch = torch.tensor(int(batch is not None), device=device)
+        dist.all_reduce(has_batch, op=dist.ReduceOp.MIN)
+        if not has_batch.item():
+            return
+        yield batch
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Batches,
@@ -136,6 +156,7 @@ def train_one_epoch(
     """One pass over ``loader``. Calls ``strategy.start_epoch(epoch)`` first and steps ``scheduler`` (a
     per-epoch schedule) once at the end. Pass one ``scaler`` across epochs to keep its calibration.
 
+    Under torch.distributed every rank stops when the first rank runs out of batches (DDP needs lockstep).
     Returns ``{"epoch", "lr", "samples", "loss", "head_losses"}``: the weighted loss and each head's loss
     averaged over the epoch's samples (globally averaged under torch.distributed).
     """
@@ -148,7 +169,7 @@ def train_one_epoch(
     head_loss_sum = torch.zeros((), device=device)
     samples = 0
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
-    for step, (images, labels) in enumerate(bar):
+    for step, (images, labels) in enumerate(_in_lockstep(bar, device)):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         weights = strategy.weights().to(device)

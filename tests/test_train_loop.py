@@ -249,7 +249,8 @@ def _ddp_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
     try:
         torch.set_num_threads(1)
         generator = torch.Generator().manual_seed(rank)  # ranks see different data, hence different losses
-        images, labels = torch.randn(96, 1, 8, 8, generator=generator), torch.arange(96) % 10
+        size = 96 + 32 * rank  # uneven: rank 1 holds two batches more, which must not hang DDP
+        images, labels = torch.randn(size, 1, 8, 8, generator=generator), torch.arange(size) % 10
         seed_everything(0)  # same init on every rank (DDP also broadcasts it)
         model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4)
         ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -267,9 +268,11 @@ def _ddp_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
 
 @pytest.mark.heavy  # two spawned processes each import torch: ~15 s CPU, longer on a loaded box
 def test_data_parallel_ranks_share_global_losses(tmp_path):
-    """Two gloo ranks on different data: the strategies' EMA/weights and the reported losses agree."""
+    """Two gloo ranks on different, uneven data: both stop at the shorter rank's end (no DDP hang), and the
+    strategies' EMA/weights and the reported losses agree."""
     torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
     ranks = [load_checkpoint(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [rank["extra"]["result"]["samples"] for rank in ranks] == [96, 96]
     assert ranks[0]["extra"]["result"]["head_losses"] == ranks[1]["extra"]["result"]["head_losses"]
     for key, value in ranks[0]["strategy"].items():
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(ranks[1]["strategy"][key])), key
