@@ -26,6 +26,7 @@ import matplotlib
 import pandas as pd
 import yaml
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
@@ -214,6 +215,7 @@ def plot_trials(trials: pd.DataFrame, history: pd.DataFrame, objective: str, pat
         right.plot(steps["epoch"] + 1, steps["objective"], color=colours[strategy], marker=".", alpha=0.8)
     for strategy in strategies:
         right.plot([], [], color=colours[strategy], label=strategy)
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("epoch")
     right.set_ylabel(objective)
     right.set_title("Objective over training")
