@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,31 +14,17 @@ from dvc.utils.hydra import apply_overrides
 from ray.tune.search.variant_generator import generate_variants
 
 from anytime.weighting import create_strategy
-from pipelines.config import ParamsError, load_params, validate_params
+from pipelines.config import load_params, validate_params
 from pipelines.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.tune import pick_best, plot_trials
 from pipelines.tune_trial import objective_value
+from tests.fixtures.params import ROOT, error_for, project_params, with_section
 
-ROOT = Path(__file__).resolve().parents[1]
 STATIC = {"const", "linear", "half_end", "sieve", "exp_lin"}
 
 
-def project_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
 def with_tune(**tune) -> dict:
-    raw = project_params()
-    raw["tune"] = {**raw["tune"], **tune}
-    return raw
-
-
-def error_for(raw: dict) -> str:
-    with pytest.raises(ParamsError) as info:
-        validate_params(raw)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+    return with_section("tune", **tune)
 
 
 def samples(space, search_alg: str, n: int) -> list[dict]:

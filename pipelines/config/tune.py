@@ -57,47 +57,36 @@ class Grid(_Section):
 
 
 class _Range(_Section):
-    @staticmethod
-    def _check(low: float, high: float, *, log: bool = False) -> None:
+    """``{<kind>: [low, high]}``: the subclass's one field holds the pair."""
+
+    def bounds(self) -> tuple[float, float]:
+        return getattr(self, next(iter(type(self).model_fields)))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Range:
+        low, high = self.bounds()
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"[{low}, {high}] is not a range: need finite low < high")
-        if log and low <= 0:
+        if isinstance(self, LogUniform) and low <= 0:
             raise ValueError(f"loguniform [{low}, {high}] needs low > 0")
+        return self
+
+    def extremes(self) -> list[Scalar]:
+        return list(self.bounds())
 
 
 class Uniform(_Range):
     uniform: tuple[float, float]
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Uniform:
-        self._check(*self.uniform)
-        return self
-
-    def extremes(self) -> list[Scalar]:
-        return list(self.uniform)
-
 
 class LogUniform(_Range):
     loguniform: tuple[float, float]
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LogUniform:
-        self._check(*self.loguniform, log=True)
-        return self
-
-    def extremes(self) -> list[Scalar]:
-        return list(self.loguniform)
 
 
 class RandInt(_Range):
     """An integer in ``[low, high)`` (Ray's ``randint``)."""
 
     randint: tuple[int, int]
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RandInt:
-        self._check(*self.randint)
-        return self
 
     def extremes(self) -> list[Scalar]:
         return [self.randint[0], self.randint[1] - 1]
