@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -296,7 +297,11 @@ def main(argv: list[str] | None = None) -> None:
     plan, experiment = plan_search(params)
     connect(args.address)
     results = make_tuner(params, plan, experiment).fit()
-    summary = write_outputs(results, plan, params.tune, experiment)
+    try:
+        summary = write_outputs(results, plan, params.tune, experiment)
+    except RuntimeError as exc:  # every trial failed: nothing to write, the Ray log above says why
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     print(
         f"tune: best of {summary['trials']} trials is {summary['best_trial']} ({summary['best_strategy']}, "
         f"{summary['objective']} = {summary['best_objective']:.4f}); settings in {BEST_PARAMS}"
