@@ -205,3 +205,19 @@ def test_candidates_are_copied_not_shared():
     before = copy.deepcopy(config)
     trial_overrides(space, config)
     assert config == before
+
+
+def test_unknown_member_fails_before_any_work(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(with_tune(member="m9")))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.tune", "--params", str(params)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: tune.member = 'm9' is not a train member: choose from ['m0', 'm1', 'm2']"
+    ]
+    assert list(tmp_path.iterdir()) == [params]  # no Ray storage, no outputs
