@@ -121,10 +121,12 @@ def make_tuner(params: Params, plan: TrialPlan, experiment: str) -> tune.Tuner:
         tune_config=tune.TuneConfig(
             metric="objective",
             mode="min",
-            search_alg=BasicVariantGenerator(random_state=tp.seed),
+            # Tune ignores max_concurrent_trials when given a variant generator: it limits itself.
+            search_alg=BasicVariantGenerator(
+                random_state=tp.seed, max_concurrent=tp.max_concurrent_trials or 0
+            ),
             scheduler=scheduler(tp),
             num_samples=tp.num_samples,
-            max_concurrent_trials=tp.max_concurrent_trials,
             trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(
