@@ -299,6 +299,10 @@ def main(argv: list[str] | None = None) -> None:
     plan, experiment = plan_search(params)
     connect(args.address)
     results = make_tuner(params, plan, experiment).fit()
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    if unfinished:  # interrupted (Ctrl-C, SIGTERM): Tune saved its state; outputs now would be incomplete
+        print(f"error: tuning interrupted, {unfinished} trials unfinished; re-run to resume", file=sys.stderr)
+        sys.exit(1)
     try:
         summary = write_outputs(results, plan, params.tune, experiment)
     except RuntimeError as exc:  # every trial failed: nothing to write, the Ray log above says why
