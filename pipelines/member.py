@@ -98,7 +98,9 @@ def _write_final(directory: Path, model: torch.nn.Module, config: dict[str, Any]
     final.mkdir()
     net = model.module if hasattr(model, "module") else model
     torch.save({"config": net.config, "state_dict": net.state_dict()}, final / "model.pt")
-    test = evaluate(net, _loader(config, "test", train=False), device=ray.train.torch.get_device())
+    test = evaluate(
+        net, _loader(config, "test", train=False), device=ray.train.torch.get_device(), amp=config["amp"]
+    )
     for split, (probs, labels) in (("val", val), ("test", test)):
         np.save(final / f"probs_{split}.npy", probs.astype(np.float32))
         np.save(final / f"labels_{split}.npy", labels.astype(np.int64))

@@ -118,11 +118,16 @@ def test_job_submit_trains_runs_side_by_side_and_resumes_a_crashed_worker(
 
 
 @pytest.mark.heavy
-def test_killed_driver_is_rerun_and_resumes_from_its_last_checkpoint(
+def test_killed_data_parallel_driver_is_rerun_and_resumes_from_its_last_checkpoint(
     ray_head, digits_shards: Path, tmp_path: Path
 ):
     project = write_project(
-        tmp_path / "project", digits_shards, eann={"members": 1, "n0": 1}, opt={"members": []}, epochs=4
+        tmp_path / "project",
+        digits_shards,
+        eann={"members": 1, "n0": 1},
+        opt={"members": []},
+        epochs=4,
+        scaling={"num_workers": 2, "cpus_per_worker": 0.25},  # data-parallel (gloo DDP) while at it
     )
     command = [sys.executable, "-m", "pipelines.train"]
     driver = subprocess.Popen(command, cwd=project, env=ray_head.env, start_new_session=True)
@@ -140,6 +145,7 @@ def test_killed_driver_is_rerun_and_resumes_from_its_last_checkpoint(
         command, cwd=project, env=ray_head.env, capture_output=True, text=True, timeout=300
     )
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    assert "worker group of size 2" in rerun.stdout + rerun.stderr
     after = history(project, "m0")
     epochs = [epoch for epoch, _ in after]
     assert epochs == sorted(set(epochs)) and epochs[-1] == 3  # no epoch logged twice
