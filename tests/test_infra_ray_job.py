@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,17 @@ def working_dir(tmp_path: Path) -> Path:
 def test_job_submit_runs_data_and_train_stages_on_the_cluster(ray_head: RayHead, working_dir: Path):  # noqa: F811
     stages = "python -m pipelines.fetch && python -m pipelines.shard && python -m pipelines.train --only m0"
     command = [RAY, "job", "submit", "--address", ray_head.dashboard_url, "--working-dir", str(working_dir)]
-    result = subprocess.run(
-        [*command, "--", "bash", "-c", stages], env=ray_head.env, capture_output=True, text=True, timeout=400
-    )
+    for _ in range(10):  # a fresh or busy head may not have registered its job agent yet (Ray says: retry)
+        result = subprocess.run(
+            [*command, "--", "bash", "-c", stages],
+            env=ray_head.env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        if "No available agent to submit job" not in result.stderr:
+            break
+        time.sleep(3)
     logs = result.stdout + result.stderr
     assert result.returncode == 0, logs[-4000:]
     assert "train: 1 of 1 runs done" in logs

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from anytime.data.archives import extract
 from pipelines.io import atomic_path
 
 OUTPUTS, INPUTS = "outputs.tar.gz", "inputs.tar.gz"
+AGENT_RETRY_S = 2.0
 # Only endpoints and switches travel to the job; credentials come from the cluster's own IAM role.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "OMP_NUM_THREADS")
 
@@ -68,6 +70,19 @@ def unpack(url: str, paths: list[str]) -> None:
                     os.replace(unpacked / path, target)
 
 
+def submit_job_when_ready(client, *, attempts: int = 30, **job) -> str:
+    """``client.submit_job``, waiting out a head whose job agent has not registered yet (fresh or busy)."""
+    for _ in range(attempts - 1):
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc):
+                raise
+            print("waiting for the cluster's job agent ...", file=sys.stderr, flush=True)
+            time.sleep(AGENT_RETRY_S)
+    return client.submit_job(**job)
+
+
 async def _stream_logs(client, job_id: str) -> None:
     async for chunk in client.tail_job_logs(job_id):
         print(chunk, end="", flush=True)
@@ -93,7 +108,8 @@ def submit(address: str, command: list[str], args: argparse.Namespace) -> int:
     try:
         if run_staging:
             pack(args.ins, f"{run_staging}/{INPUTS}")
-        job_id = client.submit_job(
+        job_id = submit_job_when_ready(
+            client,
             entrypoint=shlex.join([*inner, "--", *command]),
             runtime_env={"working_dir": ".", "env_vars": env},
         )
