@@ -155,19 +155,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         net = model.module if hasattr(model, "module") else model
         val = evaluate(net, val_data, device=device, amp=config["amp"])
         metrics |= _val_metrics(*val, flops)
-        with tempfile.TemporaryDirectory() as directory:
-            save_checkpoint(
-                Path(directory) / CHECKPOINT_FILE,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                strategy=strategy,
-                scaler=scaler,
-                epoch=epoch,
-            )
-            if epoch == config["epochs"] - 1 and config.get("final_outputs", False):
-                _write_final(Path(directory), model, config, val, flops)
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+        # Ray deletes this directory once persisted to storage (local mode keeps it: nothing to upload).
+        directory = Path(tempfile.mkdtemp(prefix=f"anytime-{run}-"))
+        save_checkpoint(
+            directory / CHECKPOINT_FILE,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            strategy=strategy,
+            scaler=scaler,
+            epoch=epoch,
+        )
+        if epoch == config["epochs"] - 1 and config.get("final_outputs", False):
+            _write_final(directory, model, config, val, flops)
+        checkpoint = Checkpoint.from_directory(str(directory))
+        ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
 
 def scaling_config(

@@ -1,0 +1,63 @@
+"""One member through the real worker loop in Ray Train's local mode (no cluster), then to its outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ray.train import ScalingConfig
+
+from anytime.data import load_manifest, materialise_digits, read_dataset, write_shards
+from anytime.metrics import anytime_auc
+from pipelines.config.train import MemberParams, TrainParams
+from pipelines.member import FINAL_DIR, build_trainer
+from pipelines.members import Run, run_config
+from pipelines.train import write_outputs
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("digits")
+    materialise_digits(base / "raw")
+    write_shards(
+        read_dataset("digits", base / "raw"), base / "shards", val_fraction=0.1, seed=0, rows_per_shard=512,
+        row_group_rows=256,
+    )  # fmt: skip
+    return base / "shards"
+
+
+def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(shards, tmp_path, monkeypatch):
+    params = TrainParams.model_validate({"model": {"name": "resann", "c": 4}, "epochs": 2, "batch_size": 256})
+    manifest = load_manifest(str(shards))
+    config = run_config(params, MemberParams(name="m0", n=1), manifest, shards=str(shards), endpoint_url=None)
+    trainer = build_trainer(
+        {**config, "final_outputs": True},
+        name="m0-test",
+        storage_path=str(tmp_path / "ray"),
+        scaling=ScalingConfig(num_workers=0),  # Ray Train V2 local mode: the loop runs in this process
+        max_failures=0,
+    )
+    result = trainer.fit()
+    assert result.metrics["epoch"] == 1
+    heads = result.metrics["val_top1"]
+    assert len(heads) == 3 and result.metrics["val_top1_final"] == heads[-1]
+    with result.checkpoint.as_directory() as directory:
+        final = Path(directory) / FINAL_DIR
+        flops = json.loads((final / "summary.json").read_text())["flops"]
+        assert result.metrics["val_auc"] == pytest.approx(anytime_auc(flops, heads))
+        monkeypatch.chdir(tmp_path)
+        run = Run("m0", "member", config, "f" * 64)
+        metrics = write_outputs(run, Path(directory))
+    out = tmp_path / "outputs/members/m0"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["fingerprint.json", "metrics.json", "model.pt", "probs_val.npy", "probs_test.npy", "labels_val.npy",
+         "labels_test.npy"]
+    )  # fmt: skip
+    assert metrics["val_top1"] == pytest.approx(heads)  # driver-side errors agree with the worker's report
+    assert json.loads((out / "fingerprint.json").read_text())["fingerprint"] == "f" * 64
+    saved = torch.load(out / "model.pt", weights_only=True)
+    assert saved["config"]["n"] == 1 and saved["config"]["num_classes"] == 10
+    assert np.load(out / "probs_test.npy").shape == (3, 360, 10)
