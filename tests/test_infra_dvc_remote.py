@@ -36,10 +36,6 @@ def repo(tmp_path: Path, s3_server: S3Endpoint) -> tuple[Path, dict[str, str]]: 
         "GIT_COMMITTER_EMAIL": "t@example.invalid",
     }
     env.pop("AWS_ENDPOINT_URL")
-    # s3fs (aiobotocore) rejects /dev/null as a config file; an empty regular file means the same.
-    empty = tmp_path / "aws-empty"
-    empty.touch()
-    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = str(empty)
     path = tmp_path / "repo"
     path.mkdir()
     _run(["git", "init", "-q", "-b", "main"], path, env)
