@@ -94,6 +94,7 @@ def test_train_step_ratio_for_each_strategy():
         "train step alternating scheme=sieve/plain",
         "train step adaloss update_period=1/plain",
         "train step rwm/plain",
+        "train step library loop on the one-head net/plain",
     }
     assert all(repeats == 2 for _, repeats in ratios.values())
 
