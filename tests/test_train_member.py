@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,9 @@ def shards(tmp_path_factory) -> Path:
 
 
 def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(shards, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        tempfile, "tempdir", str(tmp_path)
+    )  # local mode keeps checkpoint dirs: keep them here
     params = TrainParams.model_validate({"model": {"name": "resann", "c": 4}, "epochs": 2, "batch_size": 256})
     manifest = load_manifest(str(shards))
     config = run_config(params, MemberParams(name="m0", n=1), manifest, shards=str(shards), endpoint_url=None)
