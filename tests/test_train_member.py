@@ -11,32 +11,25 @@ import pytest
 import torch
 from ray.train import ScalingConfig
 
-from anytime.data import load_manifest, materialise_digits, read_dataset, write_shards
+from anytime.data import load_manifest
 from anytime.metrics import anytime_auc
 from pipelines.config.train import MemberParams, TrainParams
 from pipelines.member import FINAL_DIR, build_trainer
 from pipelines.members import Run, run_config
 from pipelines.train import write_outputs
 
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("digits")
-    materialise_digits(base / "raw")
-    write_shards(
-        read_dataset("digits", base / "raw"), base / "shards", val_fraction=0.1, seed=0, rows_per_shard=512,
-        row_group_rows=256,
-    )  # fmt: skip
-    return base / "shards"
+pytest_plugins = ("tests.fixtures.digits",)  # session fixture digits_shards
 
 
-def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(shards, tmp_path, monkeypatch):
+def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(digits_shards, tmp_path, monkeypatch):
     monkeypatch.setattr(
         tempfile, "tempdir", str(tmp_path)
     )  # local mode keeps checkpoint dirs: keep them here
     params = TrainParams.model_validate({"model": {"name": "resann", "c": 4}, "epochs": 2, "batch_size": 256})
-    manifest = load_manifest(str(shards))
-    config = run_config(params, MemberParams(name="m0", n=1), manifest, shards=str(shards), endpoint_url=None)
+    manifest = load_manifest(str(digits_shards))
+    config = run_config(
+        params, MemberParams(name="m0", n=1), manifest, shards=str(digits_shards), endpoint_url=None
+    )
     trainer = build_trainer(
         {**config, "final_outputs": True},
         name="m0-test",

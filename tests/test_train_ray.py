@@ -20,23 +20,13 @@ import pytest
 import torch
 import yaml
 
-from anytime.data import materialise_digits, read_dataset, write_shards
 from anytime.models import create_model
 
-pytest_plugins = ("tests.fixtures.ray_cluster",)  # the session-wide ray_head fixture
+pytest_plugins = ("tests.fixtures.ray_cluster", "tests.fixtures.digits")  # session fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 ARRAYS = ("probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy")
-
-
-@pytest.fixture(scope="session")
-def digits_shards(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("digits")
-    materialise_digits(base / "raw")
-    raw = read_dataset("digits", base / "raw")
-    write_shards(raw, base / "shards", val_fraction=0.1, seed=0, rows_per_shard=512, row_group_rows=128)
-    return base / "shards"
 
 
 def write_project(root: Path, shards: Path, **train) -> Path:
