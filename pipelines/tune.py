@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -298,11 +299,14 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     plan, experiment = plan_search(params)
     connect(args.address)
-    results = make_tuner(params, plan, experiment).fit()
-    unfinished = len(results) - results.num_terminated - results.num_errors
-    if unfinished:  # interrupted (Ctrl-C, SIGTERM): Tune saved its state; outputs now would be incomplete
-        print(f"error: tuning interrupted, {unfinished} trials unfinished; re-run to resume", file=sys.stderr)
-        sys.exit(1)
+    # Ctrl-C must end the stage, not make Tune return early with partial results that DVC would record as
+    # done; Tune keeps its experiment state on disk as it goes, so a re-run restores it.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        results = make_tuner(params, plan, experiment).fit()
+    except KeyboardInterrupt:
+        print("error: tuning interrupted; re-run the stage to resume it", file=sys.stderr)
+        sys.exit(130)
     try:
         summary = write_outputs(results, plan, params.tune, experiment)
     except RuntimeError as exc:  # every trial failed: nothing to write, the Ray log above says why
