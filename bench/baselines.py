@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 
 import torch
@@ -9,6 +10,33 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anytime.models import AnytimeNet, create_model
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, n: int, batch: int) -> None:
+    """The CIFAR-shaped ResANN flags shared by the timing scripts (defaults: c=16, 3x32x32, 10 classes)."""
+    parser.add_argument(
+        "--n", type=int, default=n, help=f"units per group: depth 6n+2 ({n} = ResANN-{6 * n + 2})"
+    )
+    parser.add_argument("--c", type=int, default=16)
+    parser.add_argument("--period", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--in-channels", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
+
+
+def model_pair(args: argparse.Namespace) -> tuple[AnytimeNet, AnytimeNet]:
+    """The ResANN the flags describe, and its plain one-head counterpart."""
+    model = create_model(
+        "resann",
+        num_classes=args.classes,
+        in_channels=args.in_channels,
+        n=args.n,
+        c=args.c,
+        period=args.period,
+    )
+    return model, plain_counterpart(model)
 
 
 def plain_counterpart(model: AnytimeNet) -> AnytimeNet:

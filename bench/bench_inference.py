@@ -11,42 +11,25 @@ Prints (each a median over --repeats of ratios measured within one repeat):
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import numpy as np
 import torch
 
 from anytime.flops import head_costs
-from anytime.models import create_model
-from bench.baselines import plain_counterpart
+from bench.baselines import add_model_args, model_pair
 from bench.timing import bench_parser, ratio_line, setup
 
 
 def main() -> None:
     parser = bench_parser(__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=5, help="units per group: depth 6n+2 (5 = ResANN-32)")
-    parser.add_argument("--c", type=int, default=16)
-    parser.add_argument("--period", type=int, default=1)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--in-channels", type=int, default=3)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32)
+    add_model_args(parser, n=5, batch=32)
     parser.add_argument("--number", type=int, default=1, help="timed forward passes per measurement")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
     args = parser.parse_args()
     bench = setup(parser, args)
     device = bench.device
 
-    model = create_model(
-        "resann",
-        num_classes=args.classes,
-        in_channels=args.in_channels,
-        n=args.n,
-        c=args.c,
-        period=args.period,
-    )
-    plain = plain_counterpart(model)
+    model, plain = model_pair(args)
     model, plain = model.to(device).eval(), plain.to(device).eval()
     input_shape = (args.in_channels, args.image_size, args.image_size)
     x = torch.randn(args.batch, *input_shape, device=device)

@@ -16,10 +16,9 @@ import statistics
 
 import torch
 
-from anytime.models import create_model
 from anytime.train import make_grad_scaler, make_optimizer, train_one_epoch
 from anytime.weighting import create_strategy
-from bench.baselines import plain_counterpart, plain_train_epoch
+from bench.baselines import add_model_args, model_pair, plain_train_epoch
 from bench.timing import bench_parser, ratio_line, setup
 
 LOOP_ONLY = "library loop on the one-head net"
@@ -47,15 +46,8 @@ def parse_strategy(text: str) -> tuple[str, dict[str, object]]:
 
 def main() -> None:
     parser = bench_parser(__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=3, help="units per group: depth 6n+2 (3 = ResANN-20)")
-    parser.add_argument("--c", type=int, default=16)
-    parser.add_argument("--period", type=int, default=1)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--in-channels", type=int, default=3)
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=64)
+    add_model_args(parser, n=3, batch=64)
     parser.add_argument("--steps", type=int, default=2, help="timed training steps per measurement")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
     parser.add_argument(
         "--strategies",
         nargs="+",
@@ -69,16 +61,8 @@ def main() -> None:
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
 
-    model = create_model(
-        "resann",
-        num_classes=args.classes,
-        in_channels=args.in_channels,
-        n=args.n,
-        c=args.c,
-        period=args.period,
-    )
-    plain = plain_counterpart(model).to(device)
-    model = model.to(device)
+    model, plain = model_pair(args)
+    model, plain = model.to(device), plain.to(device)
     try:
         strategies = {
             name: create_strategy(kind, num_heads=model.num_heads, **kwargs)
