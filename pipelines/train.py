@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
+import ray
 from ray.util.queue import Empty, Queue
 from tqdm.auto import tqdm
 
@@ -154,22 +155,28 @@ def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[st
     failed: list[str] = []
     with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="fit") as pool:
         pending: dict[Future, Run] = {pool.submit(fit, run): run for run in runs}
-        while pending:
-            drain(timeout=0.5)
-            for future in [f for f in pending if f.done()]:
-                run = pending.pop(future)
-                drain(timeout=0.0)
-                try:
-                    result = future.result()
-                    with result.checkpoint.as_directory() as directory:
-                        metrics = write_outputs(run, Path(directory))
-                except Exception as exc:  # one failed run must not lose the others' work
-                    print(f"run {run.name} failed: {exc}", file=sys.stderr)
-                    failed.append(run.name)
-                    continue
-                live.log_final(run.name, final_summary(metrics))
-                bars[run.name].close()
-                delete_run_storage(storage, run)
+        try:
+            while pending:
+                drain(timeout=0.5)
+                for future in [f for f in pending if f.done()]:
+                    run = pending.pop(future)
+                    drain(timeout=0.0)
+                    try:
+                        result = future.result()
+                        with result.checkpoint.as_directory() as directory:
+                            metrics = write_outputs(run, Path(directory))
+                    except Exception as exc:  # one failed run must not lose the others' work
+                        print(f"run {run.name} failed: {exc}", file=sys.stderr)
+                        failed.append(run.name)
+                        continue
+                    live.log_final(run.name, final_summary(metrics))
+                    bars[run.name].close()
+                    delete_run_storage(storage, run)
+        except KeyboardInterrupt:
+            # The fit threads block in ray.get; disconnecting ends them (and this job's actors).
+            print("\ninterrupted: re-run to resume every unfinished run from its last epoch", file=sys.stderr)
+            ray.shutdown()
+            sys.exit(130)
     return failed
 
 
