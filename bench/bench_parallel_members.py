@@ -11,7 +11,7 @@ With M members on at least M free cores the ideal ratio is about the longest mem
 sequential time; on a loaded 2-core machine expect much less gain. Wall clock only (the work happens in
 Ray's worker processes).
 
-    python -m bench.bench_parallel_members                  # 2 members (n = 1, 2), 1 epoch, 3 repeats
+    python -m bench.bench_parallel_members                  # 2 members (n = 1, 2), 1 epoch, 2 repeats
     python -m bench.bench_parallel_members --members 3 --num-cpus 8 --repeats 3   # quiet machine
 """
 
@@ -37,7 +37,7 @@ from pipelines.members import member_entries, run_config
 
 
 def main() -> None:
-    parser = bench_parser(__doc__.splitlines()[0], repeats=3, clocks=("wall",))
+    parser = bench_parser(__doc__.splitlines()[0], repeats=2, clocks=("wall",))
     parser.add_argument("--members", type=int, default=2, help="EANN members m0..m{M-1}")
     parser.add_argument("--n0", type=int, default=1, help="units per group of member m0 (m_k: n0 * 2^k)")
     parser.add_argument("--epochs", type=int, default=1)
