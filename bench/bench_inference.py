@@ -24,7 +24,7 @@ from bench.timing import bench_parser, ratio_line, setup
 def main() -> None:
     parser = bench_parser(__doc__.splitlines()[0])
     add_model_args(parser, n=5, batch=32)
-    parser.add_argument("--number", type=int, default=1, help="timed forward passes per measurement")
+    parser.add_argument("--number", type=int, default=3, help="timed forward passes per measurement")
     args = parser.parse_args()
     bench = setup(parser, args)
     device = bench.device
