@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -111,13 +112,14 @@ def main() -> None:
             with ThreadPoolExecutor(max_workers=len(configs)) as pool:
                 list(pool.map(fit, configs))
 
+        ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay short
         ray.init(
             address="local",
             num_cpus=args.num_cpus,
             num_gpus=1 if use_gpu else 0,
             include_dashboard=False,
             log_to_driver=False,
-            _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
+            _temp_dir=ray_tmp,
         )
         try:
             print(bench.header())
@@ -138,6 +140,7 @@ def main() -> None:
             )
         finally:
             ray.shutdown()
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     seq = float(np.median(sequential_seconds))
     print(
         ratio_line(f"members parallel/sequential wall time ({len(configs)} members)", ratios["parallel"]),
