@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Stages (dvc), Ray jobs and tools the tests start run `python`, `dvc`, ... from PATH: make it the venv's.
+export PATH := $(abspath $(BIN)):$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: install repro test test-quick lint clean
 

@@ -1,7 +1,14 @@
 """Suite-wide settings: no network beyond loopback, deterministic torch, quiet Ray."""
 
 import os
+import sys
+from pathlib import Path
 
+# Subprocesses (dvc stages, `ray start`, `ray job` entrypoints, CLI tools) run `python`, `dvc`, ... from
+# PATH: make that the interpreter running the tests, even when its venv is not activated.
+_BIN = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
