@@ -12,3 +12,6 @@ if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Shared fixtures, registered once so session-scoped ones (a `ray start` head, digits shards) are built once.
+pytest_plugins = ("tests.fixtures.digits", "tests.fixtures.ray_cluster", "tests.fixtures.s3")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.s3 import S3Endpoint, s3_server  # noqa: F401  (pytest fixture)
+from tests.fixtures.s3 import S3Endpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGURE = ROOT / "infra" / "dvc" / "configure-s3-remote.sh"
@@ -23,7 +23,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def repo(tmp_path: Path, s3_server: S3Endpoint) -> tuple[Path, dict[str, str]]:  # noqa: F811
+def repo(tmp_path: Path, s3_server: S3Endpoint) -> tuple[Path, dict[str, str]]:
     """A fresh git + DVC repo. Its env has S3 credentials but no endpoint: the remote config must carry it."""
     env = {
         **os.environ,
@@ -44,7 +44,7 @@ def repo(tmp_path: Path, s3_server: S3Endpoint) -> tuple[Path, dict[str, str]]: 
 
 
 @pytest.mark.heavy
-def test_push_then_pull_restores_data_from_s3(repo, s3_server: S3Endpoint):  # noqa: F811
+def test_push_then_pull_restores_data_from_s3(repo, s3_server: S3Endpoint):
     path, env = repo
     bucket = s3_server.make_bucket("anytime-dvc")
     _run(

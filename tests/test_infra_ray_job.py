@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures.ray_cluster import RayHead, ray_head  # noqa: F401  (pytest fixture)
+from tests.fixtures.ray_cluster import RayHead
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -42,7 +42,7 @@ def working_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.heavy
-def test_job_submit_runs_data_and_train_stages_on_the_cluster(ray_head: RayHead, working_dir: Path):  # noqa: F811
+def test_job_submit_runs_data_and_train_stages_on_the_cluster(ray_head: RayHead, working_dir: Path):
     stages = "python -m pipelines.fetch && python -m pipelines.shard && python -m pipelines.train --only m0"
     command = [RAY, "job", "submit", "--address", ray_head.dashboard_url, "--working-dir", str(working_dir)]
     for _ in range(10):  # a fresh or busy head may not have registered its job agent yet (Ray says: retry)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.ray_cluster import RayHead, ray_head  # noqa: F401  (pytest fixture)
+from tests.fixtures.ray_cluster import RayHead
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path("infra/ray/submit_stage.py")
@@ -58,7 +58,7 @@ def test_without_a_job_address_the_stage_runs_here(checkout: Path):
 
 @pytest.mark.heavy
 def test_job_outputs_replace_local_ones_and_failures_change_nothing(
-    ray_head: RayHead,  # noqa: F811
+    ray_head: RayHead,
     checkout: Path,
     tmp_path: Path,
 ):

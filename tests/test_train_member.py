@@ -18,8 +18,6 @@ from pipelines.member import FINAL_DIR, build_trainer
 from pipelines.members import Run, run_config
 from pipelines.train import write_outputs
 
-pytest_plugins = ("tests.fixtures.digits",)  # session fixture digits_shards
-
 
 def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(digits_shards, tmp_path, monkeypatch):
     monkeypatch.setattr(

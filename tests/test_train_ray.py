@@ -22,8 +22,6 @@ import yaml
 
 from anytime.models import create_model
 
-pytest_plugins = ("tests.fixtures.ray_cluster", "tests.fixtures.digits")  # session fixtures
-
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 ARRAYS = ("probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy")

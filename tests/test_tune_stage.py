@@ -20,8 +20,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.fixtures.digits import digits_shards  # noqa: F401  (session fixture)
-
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_LR, DEAD_LR = 0.1, 1e-5
 STAGE = [sys.executable, "-m", "pipelines.tune"]
@@ -79,7 +77,7 @@ def kill_after_first_checkpoint(project: Path, timeout: float = 300) -> dict[str
 
 
 @pytest.mark.heavy
-def test_killed_search_resumes_and_picks_the_trial_that_learns(tmp_path, digits_shards):  # noqa: F811
+def test_killed_search_resumes_and_picks_the_trial_that_learns(tmp_path, digits_shards):
     project = write_project(tmp_path / "project", digits_shards)
     before = kill_after_first_checkpoint(project)
     assert not (project / "outputs/tune").exists()  # nothing half-written by the killed run
