@@ -3,6 +3,10 @@
 Usable from a notebook with any DataLoader yielding ``(images, labels)``; the Ray/DVC pipelines call the same
 functions. Each step the loss is ``(strategy.weights() * per_head_losses).sum()`` and, after the optimiser
 step, the strategy sees the (globally averaged, under torch.distributed) per-head losses.
+
+Compiling pays off for anytime networks: ``model.compile()`` (in place, so state_dict keys and ``iter_heads``
+stay those of the eager network) lets the compiler fuse every head's BN-ReLU-pool into the backbone's own
+passes over the same feature maps, which eager mode runs separately (bench/RESULTS.md).
 """
 
 import os
@@ -225,7 +229,14 @@ def evaluate(
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    """The bare network under DDP and/or a ``torch.compile`` wrapper, so checkpoints keep its own keys."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile(model)'s wrapper
+            model = model._orig_mod
+        else:
+            return model
 
 
 def save_checkpoint(

@@ -24,6 +24,11 @@ def add_model_args(parser: argparse.ArgumentParser, *, n: int, batch: int) -> No
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile both networks in place; the first, untimed warm-up call compiles",
+    )
 
 
 def model_pair(args: argparse.Namespace) -> tuple[AnytimeNet, AnytimeNet]:
@@ -36,7 +41,11 @@ def model_pair(args: argparse.Namespace) -> tuple[AnytimeNet, AnytimeNet]:
         c=args.c,
         period=args.period,
     )
-    return model, plain_counterpart(model)
+    plain = plain_counterpart(model)
+    if args.compile:
+        model.compile()
+        plain.compile()
+    return model, plain
 
 
 def plain_counterpart(model: AnytimeNet) -> AnytimeNet:

@@ -34,12 +34,14 @@ def main() -> None:
     input_shape = (args.in_channels, args.image_size, args.image_size)
     x = torch.randn(args.batch, *input_shape, device=device)
     last = model.num_heads - 1
+    if args.compile:  # forward(until=k) specialises on k: one more graph per head on top of dynamo's limit
+        torch._dynamo.config.recompile_limit += model.num_heads
     amp = args.amp and device.type == "cuda"
 
     print(bench.header())
     print(
         f"# resann n={args.n} c={args.c} period={args.period} K={model.num_heads} "
-        f"batch={args.batch} amp={amp}"
+        f"batch={args.batch} amp={amp} compile={args.compile}"
     )
     with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
         ratios, plain_seconds = bench.interleaved_ratios(

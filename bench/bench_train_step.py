@@ -100,7 +100,7 @@ def main() -> None:
     print(
         f"# resann n={args.n} c={args.c} period={args.period} K={model.num_heads} "
         f"input {args.in_channels}x{args.image_size}x{args.image_size} batch={args.batch} "
-        f"steps/measurement={args.steps} amp={amp}"
+        f"steps/measurement={args.steps} amp={amp} compile={args.compile}"
     )
     candidates = {name: library_epoch(model, optimizer, scaler, s) for name, s in strategies.items()}
     # Diagnostic split of the cost: the library loop alone, on the one-head net with weight 1.

@@ -130,6 +130,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         start = restore_checkpoint(
             state, model=model, optimizer=optimizer, scheduler=scheduler, strategy=strategy, scaler=scaler
         )
+    if config["compile"]:
+        model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay those of the eager net
     model = ray.train.torch.prepare_model(model)
     train_data = _loader(config, "train", train=True)
     val_data = _loader(config, "val", train=False) if rank == 0 else None

@@ -147,6 +147,7 @@ def run_config(
         "batch_size": params.batch_size,
         "eval_batch_size": params.eval_batch_size,
         "amp": params.amp,
+        "compile": params.compile,
         "seed": seed,
         "num_workers": params.scaling.num_workers,
         "loader_workers": params.scaling.loader_workers,

@@ -82,6 +82,17 @@ def test_inference_prints_all_heads_ratio_and_every_early_exit():
     assert re.search(r"forward\(until=0\).*flops ratio 0\.\d{3}", result.stdout)
 
 
+@pytest.mark.heavy
+def test_compiled_inference_compiles_every_early_exit_graph():
+    """``--compile`` (shared by the timing scripts): one graph per ``forward(until=k)``, none falls back."""
+    tiny = ("--n", "1", "--batch", "4", "--image-size", "8", "--repeats", "1")
+    result = run_bench("bench_inference", "--compile", *tiny)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compile=True" in result.stdout
+    assert ratio_lines(result.stdout)
+    assert "recompile_limit" not in result.stderr
+
+
 def test_train_step_ratio_for_each_strategy():
     strategies = ("sieve", "alternating:scheme=sieve", "adaloss:update_period=1", "rwm")
     ratios = checked_ratios(

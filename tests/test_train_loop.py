@@ -159,6 +159,27 @@ def test_checkpoint_round_trip_resumes_identically(digits, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(moments, resumed_moments, strict=True))
 
 
+@pytest.mark.heavy
+def test_compiled_model_trains_like_eager_and_checkpoints_its_bare_keys(digits, tmp_path):
+    """``model.compile()`` is how bench/RESULTS.md removes the heads' overhead: same training, same files."""
+    subset = TensorDataset(*(t[:320] for t in digits["train"].tensors))
+    eager, compiled = make_run(), make_run()
+    compiled[0].compile()
+    eager_history = run_epochs(eager, subset, range(1))
+    compiled_history = run_epochs(compiled, subset, range(1))
+    assert compiled_history[0]["head_losses"] == pytest.approx(eager_history[0]["head_losses"], rel=1e-4)
+    for key, value in eager[0].state_dict().items():
+        torch.testing.assert_close(compiled[0].state_dict()[key], value, rtol=1e-3, atol=1e-4, msg=key)
+    test = DataLoader(digits["test"], batch_size=200)
+    np.testing.assert_allclose(
+        evaluate(compiled[0], test, device="cpu")[0], evaluate(eager[0], test, device="cpu")[0], atol=1e-4
+    )
+
+    # torch.compile's wrapper prefixes its state_dict keys; checkpoints store the bare network's
+    path = save_checkpoint(tmp_path / "last.pt", model=torch.compile(compiled[0]), epoch=0)
+    assert load_checkpoint(path)["model"].keys() == eager[0].state_dict().keys()
+
+
 def test_failed_save_keeps_previous_checkpoint(tmp_path):
     model = create_model("resann", in_channels=1, n=1, c=2)
     path = save_checkpoint(tmp_path / "last.pt", model=model, epoch=4)

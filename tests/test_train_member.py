@@ -13,17 +13,23 @@ from ray.train import ScalingConfig
 
 from anytime.data import load_manifest
 from anytime.metrics import anytime_auc
+from anytime.models import create_model
 from pipelines.config.train import MemberParams, TrainParams
 from pipelines.member import FINAL_DIR, build_trainer
 from pipelines.members import Run, run_config
 from pipelines.train import write_outputs
 
 
-def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(digits_shards, tmp_path, monkeypatch):
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.heavy)])
+def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(
+    digits_shards, tmp_path, monkeypatch, compile
+):
     monkeypatch.setattr(
         tempfile, "tempdir", str(tmp_path)
     )  # local mode keeps checkpoint dirs: keep them here
-    params = TrainParams.model_validate({"model": {"name": "resann", "c": 4}, "epochs": 2, "batch_size": 256})
+    params = TrainParams.model_validate(
+        {"model": {"name": "resann", "c": 4}, "epochs": 2, "batch_size": 256, "compile": compile}
+    )
     manifest = load_manifest(str(digits_shards))
     config = run_config(
         params, MemberParams(name="m0", n=1), manifest, shards=str(digits_shards), endpoint_url=None
@@ -55,4 +61,5 @@ def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(digits_sha
     assert json.loads((out / "fingerprint.json").read_text())["fingerprint"] == "f" * 64
     saved = torch.load(out / "model.pt", weights_only=True)
     assert saved["config"]["n"] == 1 and saved["config"]["num_classes"] == 10
+    assert saved["state_dict"].keys() == create_model(**saved["config"]).state_dict().keys()
     assert np.load(out / "probs_test.npy").shape == (3, 360, 10)

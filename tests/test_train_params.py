@@ -64,6 +64,7 @@ def test_project_params_validate_with_generated_members():
         ({"members": [{"name": "a", "n": 1}, {"name": "a", "n": 2}]}, "a repeated"),
         ({"members": [{"name": "../x", "n": 1}]}, "train.members.0.name"),
         ({"opt": {"milestones": [0.3]}}, "train.opt.milestones.0"),
+        ({"compile": "maybe"}, "train.compile"),
     ],
 )
 def test_bad_train_value_is_one_line_naming_it(train, named):
@@ -122,6 +123,7 @@ def test_fingerprint_covers_data_and_code_not_locations():
     assert fingerprint({**config, "shards": "s3://b/x", "loader_workers": 4}, MANIFEST, "code") == reference
     assert fingerprint(config, {**MANIFEST, "num_classes": 9}, "code") != reference
     assert fingerprint(config, MANIFEST, "other code") != reference
+    assert fingerprint({**config, "compile": True}, MANIFEST, "code") != reference  # compiled numerics differ
     assert len(code_digest(ROOT)) == 64
 
 

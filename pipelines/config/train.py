@@ -137,6 +137,7 @@ class TrainParams(_Section):
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 512
     amp: bool = True
+    compile: bool = False
     seed: NonNegativeInt = 0
     scaling: ScalingParams = Field(default_factory=ScalingParams)
     max_failures: int = Field(default=2, ge=-1)
