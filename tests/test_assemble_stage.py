@@ -127,6 +127,7 @@ def test_dvc_runs_the_stages_and_shows_metrics_and_plots(tmp_path):
     synthetic_outputs(tmp_path)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # stages write __pycache__ into their deps, as for users
 
     def sh(*cmd):
         result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -135,6 +136,7 @@ def test_dvc_runs_the_stages_and_shows_metrics_and_plots(tmp_path):
 
     sh("git", "init", "-q")
     sh("dvc", "init", "-q")
+    shutil.copy(REPO / ".dvcignore", tmp_path / ".dvcignore")
     sh("git", "add", "-A")
     sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
     sh("dvc", "repro", "--single-item", "assemble")

@@ -173,6 +173,7 @@ def test_bad_params_fail_before_work(workdir: Path, capsys: pytest.CaptureFixtur
 
 def _dvc(repo: Path, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # stages write __pycache__ into their deps, as for users
     done = subprocess.run(
         [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True
     )
@@ -192,6 +193,7 @@ def test_dvc_repro_reruns_only_on_change(tmp_path: Path) -> None:
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     _dvc(repo, "init", "-q")
+    shutil.copy(REPO / ".dvcignore", repo / ".dvcignore")
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "init"], cwd=repo, check=True)
 

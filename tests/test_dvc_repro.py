@@ -50,6 +50,7 @@ def tiny_params(project: Path, members: list[dict]) -> None:
 
 def sh(project: Path, *command: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # stages write __pycache__ into their deps, as for users
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
