@@ -35,19 +35,15 @@ from pipelines.config import load_params
 from pipelines.config.train import TrainParams
 from pipelines.io import atomic_path
 from pipelines.live import StageLive
-from pipelines.member import FINAL_DIR, build_trainer, scaling_config
-from pipelines.members import FINGERPRINT_FILE, MEMBERS_DIR, OPT_DIR, Run, plan_runs, resolve_shards
-from pipelines.ray_cluster import ReportForwarder, connect
+from pipelines.paths import MEMBERS_DIR, OPT_DIR
+from pipelines.ray_cluster import ReportForwarder, connect, scaling_config, storage_uri
+from pipelines.training.run_plan import FINGERPRINT_FILE, PlannedRun, plan_runs, resolve_shards
+from pipelines.training.train_worker import FINAL_DIR, build_trainer
 
 ARRAYS = ("probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy")
 
 
-def storage_uri(path: str) -> str:
-    """Ray needs an absolute path or a URI; relative paths are taken from the working directory."""
-    return path if "://" in path else str(Path(path).resolve())
-
-
-def member_metrics(run: Run, final: Path) -> dict[str, Any]:
+def member_metrics(run: PlannedRun, final: Path) -> dict[str, Any]:
     """metrics.json (DESIGN.md "Member outputs") from the saved probabilities: one source of truth."""
     summary = json.loads((final / "summary.json").read_text())
     metrics: dict[str, Any] = {
@@ -67,7 +63,7 @@ def member_metrics(run: Run, final: Path) -> dict[str, Any]:
     return metrics
 
 
-def write_outputs(run: Run, checkpoint_dir: Path) -> dict[str, Any]:
+def write_outputs(run: PlannedRun, checkpoint_dir: Path) -> dict[str, Any]:
     """Copy the final checkpoint's files into the run's output directory in one atomic rename."""
     final = checkpoint_dir / FINAL_DIR
     if not final.is_dir():
@@ -92,7 +88,7 @@ def final_summary(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def prune_stale(runs: list[Run]) -> None:
+def prune_stale(runs: list[PlannedRun]) -> None:
     """Remove output directories of members/baselines no longer in params (assemble must not see them)."""
     planned = {run.out_dir for run in runs}
     for root in (MEMBERS_DIR, OPT_DIR):
@@ -102,26 +98,21 @@ def prune_stale(runs: list[Run]) -> None:
                     shutil.rmtree(path)
 
 
-def delete_run_storage(storage: str, run: Run) -> None:
+def delete_run_storage(storage: str, run: PlannedRun) -> None:
     """A finished run never resumes: free its checkpoints (local directory or object store)."""
     fs, base = pafs.FileSystem.from_uri(storage)
     with contextlib.suppress(FileNotFoundError, OSError):
         fs.delete_dir(f"{base.rstrip('/')}/{run.ray_name}")
 
 
-def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[str]:
+def train_runs(runs: list[PlannedRun], params: TrainParams, live: StageLive) -> list[str]:
     """Fit every run concurrently; log reports as they come; write each run's outputs when it ends.
 
     Returns the names of failed runs (the others' outputs are written regardless).
     """
     storage = storage_uri(params.storage_path)
     reports: Queue = Queue()
-    scaling = scaling_config(
-        params.scaling.num_workers,
-        use_gpu=params.scaling.use_gpu,
-        cpus_per_worker=params.scaling.cpus_per_worker,
-        gpus_per_worker=params.scaling.gpus_per_worker,
-    )
+    scaling = scaling_config(params.scaling)
     bars = {
         run.name: tqdm(
             total=run.config["epochs"], desc=run.name, unit="epoch", position=i, dynamic_ncols=True
@@ -129,7 +120,7 @@ def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[st
         for i, run in enumerate(runs)
     }
 
-    def fit(run: Run):
+    def fit(run: PlannedRun):
         trainer = build_trainer(
             {**run.config, "final_outputs": True},
             name=run.ray_name,
@@ -154,7 +145,7 @@ def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[st
 
     failed: list[str] = []
     with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="fit") as pool:
-        pending: dict[Future, Run] = {pool.submit(fit, run): run for run in runs}
+        pending: dict[Future, PlannedRun] = {pool.submit(fit, run): run for run in runs}
         try:
             while pending:
                 drain(timeout=0.5)

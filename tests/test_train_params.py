@@ -14,14 +14,14 @@ from anytime.models import create_model
 from anytime.weighting import create_strategy, list_strategies
 from pipelines.config import ParamsError, load_params, validate_params
 from pipelines.config.train import TrainParams
-from pipelines.member import InjectedFault, maybe_inject_fault
-from pipelines.members import (
+from pipelines.training.run_plan import (
     EANN_WEIGHTED_STRATEGIES,
     SEEDED_STRATEGIES,
     code_digest,
     fingerprint,
     plan_runs,
 )
+from pipelines.training.train_worker import InjectedFault, maybe_inject_fault
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = {"image_shape": [8, 8, 1], "num_classes": 10, "splits": {"train": {"shards": [{"sha256": "ab"}]}}}

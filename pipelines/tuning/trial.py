@@ -2,12 +2,12 @@
 
 Ray 2.60 runs Train V2, where a trainer is no longer a Tune trainable (no ``Tuner(trainer)``). As the Ray
 Train user guide "Hyperparameter Tuning with Ray Tune" documents, each trial is a Tune *function* that
-builds a ``TorchTrainer`` (here :func:`pipelines.member.build_trainer`, the same one the train stage uses)
-and calls ``fit()``; a ``TuneReportCallback`` on the Train controller forwards every epoch's report to
-Tune, so schedulers like ASHA see ``objective`` per epoch and can stop the trial (which ends its Train run).
-The Train run is named after the trial id under a fixed storage path, so a restored Tune experiment
-resumes each unfinished trial from its last epoch checkpoint. The same code runs data-parallel on GPUs:
-only ``tune.scaling`` changes.
+builds a ``TorchTrainer`` (here :func:`pipelines.training.train_worker.build_trainer`, the same one the
+train stage uses) and calls ``fit()``; a ``TuneReportCallback`` on the Train controller forwards every
+epoch's report to Tune, so schedulers like ASHA see ``objective`` per epoch and can stop the trial (which
+ends its Train run). The Train run is named after the trial id under a fixed storage path, so a restored Tune
+experiment resumes each unfinished trial from its last epoch checkpoint. The same code runs data-parallel on
+GPUs: only ``tune.scaling`` changes.
 
 Kept apart from the stage module so Train controllers unpickle the callback without importing plotting.
 """
@@ -22,9 +22,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from pipelines.config.train import MemberParams, TrainParams
 from pipelines.config.tune import SpaceParams
-from pipelines.member import build_trainer, scaling_config
-from pipelines.members import run_config
-from pipelines.search_space import trial_overrides
+from pipelines.ray_cluster import scaling_config
+from pipelines.training.run_plan import run_config
+from pipelines.training.train_worker import build_trainer
+from pipelines.tuning.search_space import trial_overrides
 
 
 def objective_value(metrics: dict[str, Any], objective: str, head: int) -> float:
@@ -83,17 +84,11 @@ class TrialPlan:
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """The Tune function trainable: one Train run, its epochs streamed to Tune by the callback."""
-    scaling = plan.train.scaling
     trainer = build_trainer(
         plan.member_config(config),
         name=ray.tune.get_context().get_trial_id(),
         storage_path=plan.train_storage,
-        scaling=scaling_config(
-            scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            cpus_per_worker=scaling.cpus_per_worker,
-            gpus_per_worker=scaling.gpus_per_worker,
-        ),
+        scaling=scaling_config(plan.train.scaling),
         max_failures=plan.max_failures,
         callbacks=[ObjectiveReporter(plan.objective, plan.head)],
     )

@@ -1,7 +1,7 @@
 """Which networks the train stage trains: EANN members and OPT baselines, each as one resolved config.
 
-A run's config is a plain dict (what :func:`pipelines.member.train_loop_per_worker` receives); its
-fingerprint hashes everything that changes the trained weights (config, data manifest, training code), so
+A run's config is a plain dict (what :func:`.train_worker.train_loop_per_worker` receives); its fingerprint
+hashes everything that changes the trained weights (config, data manifest, training code), so
 the stage re-trains exactly the runs whose fingerprint differs from the one stored beside their outputs.
 """
 
@@ -17,18 +17,21 @@ from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
 from pipelines.config.train import MemberParams, ModelParams, ResANNParams, TrainParams, WeightingParams
+from pipelines.paths import MEMBERS_DIR, OPT_DIR, shards_dir
 
-MEMBERS_DIR = Path("outputs/members")
-OPT_DIR = Path("outputs/opt")
 FINGERPRINT_FILE = "fingerprint.json"
-# Code whose change changes trained weights; the same paths are the train stage's deps in dvc.yaml.
+# Code whose change changes trained weights: the workers' import closure, in the train and tune stages' deps
+# (tests/test_dvc_deps.py checks both).
 TRAINING_CODE = (
+    "anytime/__init__.py",
     "anytime/models",
     "anytime/weighting",
     "anytime/data",
     "anytime/train.py",
     "anytime/flops.py",
-    "pipelines/member.py",
+    "anytime/metrics.py",
+    "pipelines/training/__init__.py",
+    "pipelines/training/train_worker.py",
 )
 # Config keys that change where or how fast a run goes, not what it learns.
 NOT_FINGERPRINTED = ("shards", "endpoint_url", "eval_batch_size", "loader_workers")
@@ -40,7 +43,7 @@ MILESTONE_KEYS = {0.25: "0.25", 0.5: "0.5", 0.75: "0.75", 1: "1"}
 
 
 @dataclass(frozen=True)
-class Run:
+class PlannedRun:
     """One network to train: a member (``kind="member"``) or an OPT(j) baseline (``kind="opt"``)."""
 
     name: str
@@ -121,7 +124,7 @@ def resolve_shards(params: TrainParams, dataset: str) -> str:
     """Shard location: ``train.shards`` (e.g. an s3:// URI on a cluster) or the shard stage's output."""
     if params.shards is not None:
         return params.shards
-    return str((Path("data/shards") / dataset).resolve())
+    return str(shards_dir(dataset).resolve())
 
 
 def run_config(
@@ -182,19 +185,19 @@ def plan_runs(
     shards: str,
     endpoint_url: str | None = None,
     code: str | None = None,
-) -> list[Run]:
+) -> list[PlannedRun]:
     """Every member, then every OPT baseline, each with its fingerprint."""
     code = code if code is not None else code_digest()
     entries = member_entries(params)
     configs = {
         e.name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url) for e in entries
     }
-    runs = [Run(name, "member", cfg, fingerprint(cfg, manifest, code)) for name, cfg in configs.items()]
+    runs = [PlannedRun(n, "member", cfg, fingerprint(cfg, manifest, code)) for n, cfg in configs.items()]
     for wanted in dict.fromkeys(params.opt.members):
         name = entries[-1].name if wanted == "last" else wanted
         if name not in configs:
             raise ValueError(f"train.opt.members: {wanted!r} is not a member (members: {', '.join(configs)})")
         for j in opt_heads(configs[name], list(params.opt.milestones)):
             cfg = opt_config(configs[name], j)
-            runs.append(Run(cfg["member"], "opt", cfg, fingerprint(cfg, manifest, code)))
+            runs.append(PlannedRun(cfg["member"], "opt", cfg, fingerprint(cfg, manifest, code)))
     return list({run.name: run for run in runs}.values())

@@ -1,8 +1,8 @@
 """Training one anytime network on Ray Train (V2): the worker loop and the ``TorchTrainer`` that runs it.
 
 Shared by the train stage (EANN members, OPT baselines) and the tune stage. Everything the worker needs is
-in its plain-dict ``config`` (see :func:`pipelines.members.run_config`); the model, loop, weighting and
-checkpoint format all come from ``anytime``. Every epoch ends with a checkpoint, so a retried worker group
+in its plain-dict ``config`` (see :func:`.run_plan.run_config`); the model, loop, weighting and checkpoint
+format all come from ``anytime``. Every epoch ends with a checkpoint, so a retried worker group
 (``FailureConfig(max_failures)``) or a re-run with the same ``RunConfig(name, storage_path)`` resumes after
 the last finished epoch instead of starting over.
 
@@ -172,16 +172,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _write_final(directory, model, config, val, flops)
         checkpoint = Checkpoint.from_directory(str(directory))
         ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
-
-
-def scaling_config(
-    num_workers: int, *, use_gpu: bool, cpus_per_worker: float, gpus_per_worker: float | None
-) -> ScalingConfig:
-    """Small fractional CPUs by default, so several members' workers share a node side by side."""
-    resources: dict[str, float] = {"CPU": cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = gpus_per_worker or 1.0
-    return ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources)
 
 
 def build_trainer(
