@@ -34,16 +34,20 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
 from anytime.data import load_manifest
-from anytime.flops import head_costs
-from anytime.metrics import milestone_heads
-from anytime.models import create_model
 from pipelines import cli
-from pipelines.config import Params, load_params
+from pipelines.config import Params, TrainParams, load_params
 from pipelines.config.tune import TuneParams
 from pipelines.io import atomic_path, write_json
 from pipelines.paths import TUNE_BEST_PARAMS, TUNE_DIR
 from pipelines.ray_cluster import connect, storage_uri
-from pipelines.training.run_plan import code_digest, fingerprint, member_entries, resolve_shards, run_config
+from pipelines.training.run_plan import (
+    code_digest,
+    fingerprint,
+    member_entries,
+    member_milestone_heads,
+    resolve_shards,
+    run_config,
+)
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.tuning.trial import TrialPlan, run_trial
 
@@ -51,30 +55,36 @@ from pipelines.tuning.trial import TrialPlan, run_trial
 NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "driver_memory_mb")
 
 
-def plan_search(params: Params) -> tuple[TrialPlan, str]:
-    """The trials' shared plan and the experiment name (``<tune.name>-<fingerprint>``)."""
+def tuned_train(params: Params) -> TrainParams:
+    """The train section every trial starts from: the tuned member alone (its weighting is the trial's), with
+    tune's epochs and scaling."""
     tp = params.tune
     entries = {e.name: e for e in member_entries(params.train)}
     name = list(entries)[-1] if tp.member == "last" else tp.member
     if name not in entries:
         raise cli.UserError(f"tune.member = {tp.member!r} is not a train member: choose from {list(entries)}")
-    train = params.train.model_copy(update={"epochs": tp.epochs, "scaling": tp.scaling})
-    entry = entries[name].model_copy(update={"epochs": None})
+    entry = entries[name].model_copy(update={"epochs": None, "weighting": None})
+    update = {"epochs": tp.epochs, "scaling": tp.scaling, "eann": None, "members": [entry]}
+    return params.train.model_copy(update=update)
+
+
+def plan_search(params: Params) -> tuple[TrialPlan, str]:
+    """The trials' shared plan and the experiment name (``<tune.name>-<fingerprint>``)."""
+    tp = params.tune
+    train = tuned_train(params)
+    entry = train.members[0]
     shards = resolve_shards(params.train, params.data.dataset)
     manifest = load_manifest(shards, endpoint_url=params.data.endpoint_url)
     base = run_config(train, entry, manifest, shards=shards, endpoint_url=params.data.endpoint_url)
-    head = milestone_heads(head_costs(create_model(**base["model"]), tuple(base["input_shape"])))[
-        str(tp.milestone)
-    ]
+    head = member_milestone_heads(base)[tp.milestone]
     if tp.objective == "val_top1" and head is None:
-        raise cli.UserError(f"tune.milestone = {tp.milestone}: member {name} has no head that cheap")
+        raise cli.UserError(f"tune.milestone = {tp.milestone}: member {entry.name} has no head that cheap")
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
     trained = {k: v for k, v in base.items() if k != "weighting"}  # every trial replaces the weighting
     digest = fingerprint({"tune": search, "member": trained}, manifest, code_digest())
     experiment = f"{tp.name}-{digest[:12]}"
     plan = TrialPlan(
         train=train,
-        entry=entry,
         manifest=manifest,
         shards=shards,
         endpoint_url=params.data.endpoint_url,

@@ -16,7 +16,14 @@ from typing import Any
 from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
-from pipelines.config.train import MemberParams, ModelParams, ResANNParams, TrainParams, WeightingParams
+from pipelines.config.train import (
+    MILESTONE_KEYS,
+    MemberParams,
+    ModelParams,
+    ResANNParams,
+    TrainParams,
+    WeightingParams,
+)
 from pipelines.paths import MEMBERS_DIR, OPT_DIR, shards_dir
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -35,11 +42,6 @@ TRAINING_CODE = (
 )
 # Config keys that change where or how fast a run goes, not what it learns.
 NOT_FINGERPRINTED = ("shards", "endpoint_url", "eval_batch_size", "loader_workers")
-SEEDED_STRATEGIES = frozenset({"alternating", "rwm", "exp3", "avgl"})
-EANN_WEIGHTED_STRATEGIES = frozenset(
-    {"const", "linear", "half_end", "sieve", "exp_lin", "alternating", "rwm", "exp3", "avgl"}
-)
-MILESTONE_KEYS = {0.25: "0.25", 0.5: "0.5", 0.75: "0.75", 1: "1"}
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,11 @@ def _model_config(model: ModelParams, n: int | None, manifest: dict[str, Any]) -
 
 
 def _weighting_config(weighting: WeightingParams, *, seed: int, eann: bool) -> dict[str, Any]:
+    """The strategy's kwargs: ``seed`` where it takes one; ``eann`` as asked (the schema checks it may)."""
     hparams = weighting.hparams()
-    if weighting.strategy in SEEDED_STRATEGIES:
+    if weighting.takes("seed"):
         hparams["seed"] = seed
-    if eann and weighting.strategy in EANN_WEIGHTED_STRATEGIES:
+    if eann:
         hparams["eann"] = True
     return {"strategy": weighting.strategy, **hparams}
 
@@ -170,11 +173,16 @@ def opt_config(member: dict[str, Any], j: int) -> dict[str, Any]:
     }
 
 
+def member_milestone_heads(member: dict[str, Any]) -> dict[float, int | None]:
+    """``anytime.metrics.milestone_heads`` of a resolved member config (measured FLOPs), by fraction."""
+    heads = milestone_heads(head_costs(create_model(**member["model"]), tuple(member["input_shape"])))
+    return {fraction: heads[key] for fraction, key in MILESTONE_KEYS.items()}
+
+
 def opt_heads(member: dict[str, Any], milestones: list[float]) -> list[int]:
-    """Distinct milestone heads of a member (measured FLOPs), in increasing order."""
-    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
-    heads = milestone_heads(costs)
-    chosen = {heads[MILESTONE_KEYS[m]] for m in milestones}
+    """Distinct milestone heads of a member, in increasing order."""
+    heads = member_milestone_heads(member)
+    chosen = {heads[m] for m in milestones}
     return sorted(h for h in chosen if h is not None)
 
 

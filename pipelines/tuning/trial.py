@@ -20,7 +20,8 @@ from typing import Any
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from pipelines.config.train import MemberParams, TrainParams
+from anytime.weighting import strategy_hparams
+from pipelines.config.train import TrainParams
 from pipelines.config.tune import SpaceParams
 from pipelines.ray_cluster import scaling_config
 from pipelines.training.run_plan import run_config
@@ -52,8 +53,7 @@ class ObjectiveReporter(TuneReportCallback):
 class TrialPlan:
     """Everything a trial needs besides its sampled config (shipped once with ``tune.with_parameters``)."""
 
-    train: TrainParams  # the train section with tune's epochs and scaling already applied
-    entry: MemberParams  # the tuned member (its depth, EANN weights, seed)
+    train: TrainParams  # the tuned member alone (its depth, EANN weights, seed), tune's epochs and scaling
     manifest: dict[str, Any]
     shards: str
     endpoint_url: str | None
@@ -64,18 +64,23 @@ class TrialPlan:
     max_failures: int
 
     def trial_train(self, config: dict[str, Any]) -> TrainParams:
-        """The train section as this trial sets it (validated again: the library checks every value)."""
+        """The train section as this trial sets it (validated again: the library checks every value).
+
+        The member keeps its EANN weights where the trial's strategy takes them (AdaLoss does not)."""
         overrides = trial_overrides(self.space, config)
         raw = self.train.model_dump()
         raw["weighting"] = overrides["weighting"]
         raw["optimizer"] = {**raw["optimizer"], **overrides["optimizer"]}
+        member = raw["members"][0]
+        member["eann_weights"] &= "eann" in strategy_hparams(raw["weighting"]["strategy"])
         return TrainParams.model_validate(raw)
 
     def member_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """The resolved worker config of this trial (what ``train_loop_per_worker`` receives)."""
+        train = self.trial_train(config)
         return run_config(
-            self.trial_train(config),
-            self.entry,
+            train,
+            train.members[0],
             self.manifest,
             shards=self.shards,
             endpoint_url=self.endpoint_url,
