@@ -1,9 +1,10 @@
 """EANN members trained side by side on Ray vs one after another: wall-time ratio parallel / sequential.
 
-Uses the train stage's own pieces: ``pipelines.members.run_config`` resolves each member's config from a
-``TrainParams`` (EANN members m0..m{M-1} with n = n0 * 2^k), ``pipelines.member.build_trainer`` makes its
-Ray Train ``TorchTrainer``, and, as ``pipelines.train`` does, the parallel run starts every member's
-``fit()`` from its own driver thread so they share the cluster. The data is a synthetic CIFAR-shaped
+Uses the train stage's own pieces: ``pipelines.training.run_plan.run_config`` resolves each member's config
+from a ``TrainParams`` (EANN members m0..m{M-1} with n = n0 * 2^k),
+``pipelines.training.train_worker.build_trainer`` makes its Ray Train ``TorchTrainer``, and, as
+``pipelines.train`` does, the parallel run starts every member's ``fit()`` from its own driver thread so they
+share the cluster. The data is a synthetic CIFAR-shaped
 dataset sharded with ``anytime.data.write_shards`` into a temporary directory. The cluster is private
 (``ray.init(address="local")``) and everything it writes goes to the temporary directory.
 
@@ -33,8 +34,9 @@ import ray
 from bench.synthetic import synthetic_shards
 from bench.timing import bench_parser, ratio_line, setup
 from pipelines.config.train import EannParams, ScalingParams, TrainParams
-from pipelines.member import build_trainer, scaling_config
-from pipelines.members import member_entries, run_config
+from pipelines.ray_cluster import scaling_config
+from pipelines.training.run_plan import member_entries, run_config
+from pipelines.training.train_worker import build_trainer
 
 
 def main() -> None:
@@ -91,9 +93,7 @@ def main() -> None:
         configs = [
             run_config(params, e, manifest, shards=shards, endpoint_url=None) for e in member_entries(params)
         ]
-        scaling = scaling_config(
-            1, use_gpu=use_gpu, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus
-        )
+        scaling = scaling_config(params.scaling)
         storage = str(tmp_path / "ray_results")
         fits = count()
 

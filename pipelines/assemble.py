@@ -8,24 +8,14 @@ traces the sequential and FIFO W-worker schedules (chosen on validation, reporte
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from anytime.eann import load_member
 from anytime.eann.evaluation import assemble
 from pipelines.cli import UserError, run
 from pipelines.config import load_params
 from pipelines.io import atomic_path
-
-MEMBERS_DIR = Path("outputs/members")
-OPT_DIR = Path("outputs/opt")
-OUT_DIR = Path("outputs/assemble")
-
-
-def load_runs(root: Path) -> list:
-    """Every run under ``root`` that has a ``metrics.json`` (none if ``root`` does not exist)."""
-    if not root.is_dir():
-        return []
-    return [load_member(d) for d in sorted(root.iterdir()) if (d / "metrics.json").is_file()]
+from pipelines.paths import ASSEMBLE_DIR as OUT_DIR
+from pipelines.paths import MEMBERS_DIR, OPT_DIR
+from pipelines.trained_runs import load_runs
 
 
 def main() -> None:

@@ -6,19 +6,16 @@ directory appears, so a bad source never leaves a half-filled ``data/raw``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from anytime.data import fetch_into, materialise_digits, read_dataset
 from pipelines.cli import run
 from pipelines.config import load_params
 from pipelines.io import atomic_path
-
-RAW_ROOT = Path("data/raw")
+from pipelines.paths import raw_dir
 
 
 def main() -> None:
     params = load_params().data
-    dest = RAW_ROOT / params.dataset
+    dest = raw_dir(params.dataset)
     with atomic_path(dest) as tmp:
         if params.location is None:
             materialise_digits(tmp)

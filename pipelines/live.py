@@ -16,7 +16,8 @@ from typing import Any
 
 from dvclive import Live
 
-LIVE_DIR = Path("outputs/live")
+from pipelines.paths import LIVE_DIR
+
 SCALARS = ("val_top1_final", "val_auc", "loss")
 PER_HEAD = ("val_top1", "head_losses")
 

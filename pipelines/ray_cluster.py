@@ -1,4 +1,5 @@
-"""Driver-side Ray plumbing: joining a cluster, and the callback that streams reports back to the driver.
+"""The stages' Ray plumbing: joining a cluster, storage URIs, worker resources, and the callback that
+streams reports back to the driver.
 
 A bare ``ray.init()`` would attach to whichever ``ray start`` cluster is newest on the machine, so without
 an address we ask for ``address="local"`` explicitly. Inside ``ray job submit`` Ray sets ``RAY_ADDRESS``
@@ -9,14 +10,19 @@ and we join that cluster. Token authentication (Ray >= 2.52: ``RAY_AUTH_MODE=tok
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray
-from ray.train import UserCallback
+from ray.train import ScalingConfig, UserCallback
 from ray.util.queue import Queue
+
+if TYPE_CHECKING:
+    from pipelines.config.train import ScalingParams
 
 # Set by Ray's job manager in the driver of a submitted job.
 RAY_JOB_CONFIG_JSON_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
-# Fault-injection variables (see pipelines.member) travel to the workers with the job.
+# Fault-injection variables (see pipelines.training.train_worker) travel to the workers with the job.
 FORWARDED_ENV_PREFIX = "ANYTIME_FAULT_"
 
 
@@ -34,6 +40,21 @@ def connect(address: str | None = None) -> None:
     kwargs = {"runtime_env": {"env_vars": env}} if env else {}
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=target, log_to_driver=True, **kwargs)
+
+
+def storage_uri(path: str) -> str:
+    """Ray needs an absolute path or a URI; relative paths are taken from the working directory."""
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def scaling_config(scaling: ScalingParams) -> ScalingConfig:
+    """One run's workers: small fractional CPUs by default, so several runs share a node side by side."""
+    resources: dict[str, float] = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker or 1.0
+    return ScalingConfig(
+        num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+    )
 
 
 class ReportForwarder(UserCallback):

@@ -14,13 +14,12 @@ from pathlib import Path
 
 from anytime.eann import EannCurve, MemberCurve
 from anytime.eann.plots import eann_vs_opt_figure, inflation_figure, members_figure, schedules_figure
-from pipelines.assemble import MEMBERS_DIR, load_runs
-from pipelines.assemble import OUT_DIR as ASSEMBLE_DIR
 from pipelines.cli import UserError, run
 from pipelines.config import load_params
 from pipelines.io import atomic_path
-
-OUT_DIR = Path("outputs/report")
+from pipelines.paths import ASSEMBLE_DIR, MEMBERS_DIR
+from pipelines.paths import REPORT_DIR as OUT_DIR
+from pipelines.trained_runs import load_runs
 
 
 def read_assembly() -> tuple[dict[str, EannCurve], dict]:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from anytime.data import Augment, default_augment, read_dataset, write_shards
 from pipelines.cli import run
 from pipelines.config import DataParams, load_params
 from pipelines.io import atomic_path
-
-RAW_ROOT = Path("data/raw")
-SHARD_ROOT = Path("data/shards")
+from pipelines.paths import raw_dir, shards_dir
 
 
 def augment_from(params: DataParams) -> Augment:
@@ -24,8 +21,8 @@ def augment_from(params: DataParams) -> Augment:
 
 def main() -> None:
     params = load_params().data
-    raw = read_dataset(params.dataset, RAW_ROOT / params.dataset, image_size=params.image_size)
-    dest = SHARD_ROOT / params.dataset
+    raw = read_dataset(params.dataset, raw_dir(params.dataset), image_size=params.image_size)
+    dest = shards_dir(params.dataset)
     with atomic_path(dest) as tmp:
         manifest = write_shards(
             raw,

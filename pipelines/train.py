@@ -20,11 +20,12 @@ import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow.fs as pafs
 import ray
+from ray.train import Result
 from ray.util.queue import Empty, Queue
 from tqdm.auto import tqdm
 
@@ -35,19 +36,15 @@ from pipelines.config import load_params
 from pipelines.config.train import TrainParams
 from pipelines.io import atomic_path
 from pipelines.live import StageLive
-from pipelines.member import FINAL_DIR, build_trainer, scaling_config
-from pipelines.members import FINGERPRINT_FILE, MEMBERS_DIR, OPT_DIR, Run, plan_runs, resolve_shards
-from pipelines.ray_cluster import ReportForwarder, connect
+from pipelines.paths import MEMBERS_DIR, OPT_DIR
+from pipelines.ray_cluster import ReportForwarder, connect, scaling_config, storage_uri
+from pipelines.training.run_plan import FINGERPRINT_FILE, PlannedRun, plan_runs, resolve_shards
+from pipelines.training.train_worker import FINAL_DIR, build_trainer
 
 ARRAYS = ("probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy")
 
 
-def storage_uri(path: str) -> str:
-    """Ray needs an absolute path or a URI; relative paths are taken from the working directory."""
-    return path if "://" in path else str(Path(path).resolve())
-
-
-def member_metrics(run: Run, final: Path) -> dict[str, Any]:
+def member_metrics(run: PlannedRun, final: Path) -> dict[str, Any]:
     """metrics.json (DESIGN.md "Member outputs") from the saved probabilities: one source of truth."""
     summary = json.loads((final / "summary.json").read_text())
     metrics: dict[str, Any] = {
@@ -67,7 +64,7 @@ def member_metrics(run: Run, final: Path) -> dict[str, Any]:
     return metrics
 
 
-def write_outputs(run: Run, checkpoint_dir: Path) -> dict[str, Any]:
+def write_outputs(run: PlannedRun, checkpoint_dir: Path) -> dict[str, Any]:
     """Copy the final checkpoint's files into the run's output directory in one atomic rename."""
     final = checkpoint_dir / FINAL_DIR
     if not final.is_dir():
@@ -92,7 +89,7 @@ def final_summary(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def prune_stale(runs: list[Run]) -> None:
+def prune_stale(runs: list[PlannedRun]) -> None:
     """Remove output directories of members/baselines no longer in params (assemble must not see them)."""
     planned = {run.out_dir for run in runs}
     for root in (MEMBERS_DIR, OPT_DIR):
@@ -102,82 +99,94 @@ def prune_stale(runs: list[Run]) -> None:
                     shutil.rmtree(path)
 
 
-def delete_run_storage(storage: str, run: Run) -> None:
+def delete_run_storage(storage: str, run: PlannedRun) -> None:
     """A finished run never resumes: free its checkpoints (local directory or object store)."""
     fs, base = pafs.FileSystem.from_uri(storage)
     with contextlib.suppress(FileNotFoundError, OSError):
         fs.delete_dir(f"{base.rstrip('/')}/{run.ray_name}")
 
 
-def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[str]:
-    """Fit every run concurrently; log reports as they come; write each run's outputs when it ends.
+class ConcurrentTraining:
+    """Fits runs side by side, each ``TorchTrainer.fit()`` in its own driver thread; the main thread logs
+    their reports as they come and writes each run's outputs as it ends."""
 
-    Returns the names of failed runs (the others' outputs are written regardless).
-    """
-    storage = storage_uri(params.storage_path)
-    reports: Queue = Queue()
-    scaling = scaling_config(
-        params.scaling.num_workers,
-        use_gpu=params.scaling.use_gpu,
-        cpus_per_worker=params.scaling.cpus_per_worker,
-        gpus_per_worker=params.scaling.gpus_per_worker,
-    )
-    bars = {
-        run.name: tqdm(
-            total=run.config["epochs"], desc=run.name, unit="epoch", position=i, dynamic_ncols=True
-        )
-        for i, run in enumerate(runs)
-    }
+    def __init__(self, params: TrainParams, live: StageLive) -> None:
+        self.params, self.live = params, live
+        self.storage = storage_uri(params.storage_path)
+        self.scaling = scaling_config(params.scaling)
+        self.reports: Queue = Queue()
+        self.bars: dict[str, tqdm] = {}
 
-    def fit(run: Run):
+    def fit(self, run: PlannedRun) -> Result:
+        """One run to its end (in a driver thread); its Ray name resumes its last checkpoint, if any."""
         trainer = build_trainer(
             {**run.config, "final_outputs": True},
             name=run.ray_name,
-            storage_path=storage,
-            scaling=scaling,
-            max_failures=params.max_failures,
-            callbacks=[ReportForwarder(reports, run.name)],
+            storage_path=self.storage,
+            scaling=self.scaling,
+            max_failures=self.params.max_failures,
+            callbacks=[ReportForwarder(self.reports, run.name)],
         )
         return trainer.fit()
 
-    def drain(timeout: float) -> None:
+    def log_reports(self, timeout: float) -> None:
+        """Log every report waiting on the queue, waiting up to ``timeout`` seconds for the first."""
         try:
-            items = [reports.get(timeout=timeout)]
+            items = [self.reports.get(timeout=timeout)]
         except Empty:
             return
-        while not reports.empty():
-            items.append(reports.get_nowait())
+        while not self.reports.empty():
+            items.append(self.reports.get_nowait())
         for name, metrics in items:
-            live.log_epoch(name, metrics)
-            bars[name].n = int(metrics["epoch"]) + 1
-            bars[name].set_postfix(val_err=f"{metrics['val_top1_final']:.3f}")
+            self.live.log_epoch(name, metrics)
+            self.bars[name].n = int(metrics["epoch"]) + 1
+            self.bars[name].set_postfix(val_err=f"{metrics['val_top1_final']:.3f}")
 
-    failed: list[str] = []
-    with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="fit") as pool:
-        pending: dict[Future, Run] = {pool.submit(fit, run): run for run in runs}
+    def finish(self, run: PlannedRun, fitted: Future) -> bool:
+        """Write an ended run's outputs and free its checkpoints; False (and why, on stderr) if it failed."""
         try:
-            while pending:
-                drain(timeout=0.5)
-                for future in [f for f in pending if f.done()]:
-                    run = pending.pop(future)
-                    drain(timeout=0.0)
-                    try:
-                        result = future.result()
-                        with result.checkpoint.as_directory() as directory:
-                            metrics = write_outputs(run, Path(directory))
-                    except Exception as exc:  # one failed run must not lose the others' work
-                        print(f"run {run.name} failed: {exc}", file=sys.stderr)
-                        failed.append(run.name)
-                        continue
-                    live.log_final(run.name, final_summary(metrics))
-                    bars[run.name].close()
-                    delete_run_storage(storage, run)
-        except KeyboardInterrupt:
-            # The fit threads block in ray.get; disconnecting ends them (and this job's actors).
-            print("\ninterrupted: re-run to resume every unfinished run from its last epoch", file=sys.stderr)
-            ray.shutdown()
-            sys.exit(130)
-    return failed
+            with fitted.result().checkpoint.as_directory() as directory:
+                metrics = write_outputs(run, Path(directory))
+        except Exception as exc:  # one failed run must not lose the others' work
+            print(f"run {run.name} failed: {exc}", file=sys.stderr)
+            return False
+        self.live.log_final(run.name, final_summary(metrics))
+        self.bars[run.name].close()
+        delete_run_storage(self.storage, run)
+        return True
+
+    def wait(self, pending: dict[Future, PlannedRun]) -> list[str]:
+        """The fit loop: log reports and finish runs until none is left; the names of the failed ones."""
+        failed: list[str] = []
+        while pending:
+            self.log_reports(timeout=0.5)
+            for future in [f for f in pending if f.done()]:
+                run = pending.pop(future)
+                self.log_reports(timeout=0.0)
+                if not self.finish(run, future):
+                    failed.append(run.name)
+        return failed
+
+    def interrupted(self) -> NoReturn:
+        """Ctrl-C: the fit threads block in ``ray.get``; disconnecting ends them (and this job's actors)."""
+        print("\ninterrupted: re-run to resume every unfinished run from its last epoch", file=sys.stderr)
+        ray.shutdown()
+        sys.exit(130)
+
+    def run(self, runs: list[PlannedRun]) -> list[str]:
+        """Fit every run concurrently; returns the names of failed runs (the others' outputs are written)."""
+        self.bars = {
+            run.name: tqdm(
+                total=run.config["epochs"], desc=run.name, unit="epoch", position=position, dynamic_ncols=True
+            )
+            for position, run in enumerate(runs)
+        }
+        with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="fit") as pool:
+            pending = {pool.submit(self.fit, run): run for run in runs}
+            try:
+                return self.wait(pending)
+            except KeyboardInterrupt:  # here, before the pool's exit waits on the blocked fit threads
+                self.interrupted()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -216,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     if todo:
         connect(args.address)
         started = time.monotonic()
-        failed = train_runs(todo, params.train, live)
+        failed = ConcurrentTraining(params.train, live).run(todo)
         print(
             f"train: {len(todo) - len(failed)} of {len(todo)} runs done in {time.monotonic() - started:.0f}s"
         )

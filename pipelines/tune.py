@@ -1,7 +1,7 @@
 """DVC stage ``tune``: Ray Tune search over the weighting strategy, its hyperparameters and the optimiser.
 
 Each trial trains the tuned member (``tune.member``, a network of the train section) for ``tune.epochs`` with
-one sample of ``tune.space`` (see :mod:`pipelines.tune_trial`) and is judged on the validation split only:
+one sample of ``tune.space`` (see :mod:`pipelines.tuning.trial`) and is judged on the validation split only:
 the area under its anytime error curve (``val_auc``) or the error at a milestone head (``val_top1``).
 Outputs in ``outputs/tune/``: every trial (``trials.csv`` / ``trials.parquet``), every epoch of every trial
 (``history.csv``), a figure (``trials.png``), the winner (``best.json``) and its settings as train params
@@ -34,49 +34,57 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
 from anytime.data import load_manifest
-from anytime.flops import head_costs
-from anytime.metrics import milestone_heads
-from anytime.models import create_model
 from pipelines import cli
-from pipelines.config import Params, load_params
+from pipelines.config import Params, TrainParams, load_params
 from pipelines.config.tune import TuneParams
 from pipelines.io import atomic_path, write_json
-from pipelines.members import code_digest, fingerprint, member_entries, resolve_shards, run_config
-from pipelines.ray_cluster import connect
-from pipelines.search_space import flat_overrides, param_space, trial_overrides
-from pipelines.train import storage_uri
-from pipelines.tune_trial import TrialPlan, run_trial
+from pipelines.paths import TUNE_BEST_PARAMS, TUNE_DIR
+from pipelines.ray_cluster import connect, storage_uri
+from pipelines.training.run_plan import (
+    code_digest,
+    fingerprint,
+    member_entries,
+    member_milestone_heads,
+    resolve_shards,
+    run_config,
+)
+from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
+from pipelines.tuning.trial import TrialPlan, run_trial
 
-OUT_DIR = Path("outputs/tune")
-BEST_PARAMS = OUT_DIR / "best_params.yaml"
 # Settings that change where or how fast the search runs, not what it finds.
 NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "driver_memory_mb")
 
 
-def plan_search(params: Params) -> tuple[TrialPlan, str]:
-    """The trials' shared plan and the experiment name (``<tune.name>-<fingerprint>``)."""
+def tuned_train(params: Params) -> TrainParams:
+    """The train section every trial starts from: the tuned member alone (its weighting is the trial's), with
+    tune's epochs and scaling."""
     tp = params.tune
     entries = {e.name: e for e in member_entries(params.train)}
     name = list(entries)[-1] if tp.member == "last" else tp.member
     if name not in entries:
         raise cli.UserError(f"tune.member = {tp.member!r} is not a train member: choose from {list(entries)}")
-    train = params.train.model_copy(update={"epochs": tp.epochs, "scaling": tp.scaling})
-    entry = entries[name].model_copy(update={"epochs": None})
+    entry = entries[name].model_copy(update={"epochs": None, "weighting": None})
+    update = {"epochs": tp.epochs, "scaling": tp.scaling, "eann": None, "members": [entry]}
+    return params.train.model_copy(update=update)
+
+
+def plan_search(params: Params) -> tuple[TrialPlan, str]:
+    """The trials' shared plan and the experiment name (``<tune.name>-<fingerprint>``)."""
+    tp = params.tune
+    train = tuned_train(params)
+    entry = train.members[0]
     shards = resolve_shards(params.train, params.data.dataset)
     manifest = load_manifest(shards, endpoint_url=params.data.endpoint_url)
     base = run_config(train, entry, manifest, shards=shards, endpoint_url=params.data.endpoint_url)
-    head = milestone_heads(head_costs(create_model(**base["model"]), tuple(base["input_shape"])))[
-        str(tp.milestone)
-    ]
+    head = member_milestone_heads(base)[tp.milestone]
     if tp.objective == "val_top1" and head is None:
-        raise cli.UserError(f"tune.milestone = {tp.milestone}: member {name} has no head that cheap")
+        raise cli.UserError(f"tune.milestone = {tp.milestone}: member {entry.name} has no head that cheap")
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
     trained = {k: v for k, v in base.items() if k != "weighting"}  # every trial replaces the weighting
     digest = fingerprint({"tune": search, "member": trained}, manifest, code_digest())
     experiment = f"{tp.name}-{digest[:12]}"
     plan = TrialPlan(
         train=train,
-        entry=entry,
         manifest=manifest,
         shards=shards,
         endpoint_url=params.data.endpoint_url,
@@ -242,10 +250,10 @@ def write_outputs(results: tune.ResultGrid, plan: TrialPlan, tp: TuneParams, exp
     chosen = next(r for r in results if Path(r.path).name == best["trial_id"])
     overrides = flat_overrides(trial_overrides(plan.space, chosen.config))
     for name in ("trials.csv", "trials.parquet"):
-        write_table(trials, OUT_DIR / name)
-    write_table(history, OUT_DIR / "history.csv")
-    plot_trials(trials, history, tp.objective, OUT_DIR / "trials.png")
-    with atomic_path(BEST_PARAMS) as tmp:
+        write_table(trials, TUNE_DIR / name)
+    write_table(history, TUNE_DIR / "history.csv")
+    plot_trials(trials, history, tp.objective, TUNE_DIR / "trials.png")
+    with atomic_path(TUNE_BEST_PARAMS) as tmp:
         tmp.write_text(
             f"# Best of {len(trials)} trials of {experiment} ({tp.objective} = {best['objective']:.6g}).\n"
             "# Apply with: dvc exp run $(python -m pipelines.tune --print-overrides)\n"
@@ -264,7 +272,7 @@ def write_outputs(results: tune.ResultGrid, plan: TrialPlan, tp: TuneParams, exp
         "errored": int((trials["status"] == "error").sum()),
         "overrides": overrides,
     }
-    write_json(OUT_DIR / "best.json", summary)
+    write_json(TUNE_DIR / "best.json", summary)
     return summary
 
 
@@ -284,9 +292,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--print-overrides",
         nargs="?",
-        const=str(BEST_PARAMS),
+        const=str(TUNE_BEST_PARAMS),
         metavar="FILE",
-        help=f"print the best params as dvc exp run -S arguments (default FILE: {BEST_PARAMS}) and exit",
+        help=f"print the best params as dvc exp run -S arguments (default FILE: {TUNE_BEST_PARAMS}) and exit",
     )
     return parser.parse_args(argv)
 
@@ -314,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     print(
         f"tune: best of {summary['trials']} trials is {summary['best_trial']} ({summary['best_strategy']}, "
-        f"{summary['objective']} = {summary['best_objective']:.4f}); settings in {BEST_PARAMS}"
+        f"{summary['objective']} = {summary['best_objective']:.4f}); settings in {TUNE_BEST_PARAMS}"
     )
 
 

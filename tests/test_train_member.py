@@ -15,9 +15,9 @@ from anytime.data import load_manifest
 from anytime.metrics import anytime_auc
 from anytime.models import create_model
 from pipelines.config.train import MemberParams, TrainParams
-from pipelines.member import FINAL_DIR, build_trainer
-from pipelines.members import Run, run_config
 from pipelines.train import write_outputs
+from pipelines.training.run_plan import PlannedRun, run_config
+from pipelines.training.train_worker import FINAL_DIR, build_trainer
 
 
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.heavy)])
@@ -50,7 +50,7 @@ def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(
         flops = json.loads((final / "summary.json").read_text())["flops"]
         assert result.metrics["val_auc"] == pytest.approx(anytime_auc(flops, heads))
         monkeypatch.chdir(tmp_path)
-        run = Run("m0", "member", config, "f" * 64)
+        run = PlannedRun("m0", "member", config, "f" * 64)
         metrics = write_outputs(run, Path(directory))
     out = tmp_path / "outputs/members/m0"
     assert sorted(p.name for p in out.iterdir()) == sorted(

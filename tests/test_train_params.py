@@ -11,17 +11,11 @@ import yaml
 from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
-from anytime.weighting import create_strategy, list_strategies
+from anytime.weighting import create_strategy, list_strategies, strategy_hparams
 from pipelines.config import ParamsError, load_params, validate_params
 from pipelines.config.train import TrainParams
-from pipelines.member import InjectedFault, maybe_inject_fault
-from pipelines.members import (
-    EANN_WEIGHTED_STRATEGIES,
-    SEEDED_STRATEGIES,
-    code_digest,
-    fingerprint,
-    plan_runs,
-)
+from pipelines.training.run_plan import code_digest, fingerprint, plan_runs
+from pipelines.training.train_worker import InjectedFault, maybe_inject_fault
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = {"image_shape": [8, 8, 1], "num_classes": 10, "splits": {"train": {"shards": [{"sha256": "ab"}]}}}
@@ -127,18 +121,48 @@ def test_fingerprint_covers_data_and_code_not_locations():
     assert len(code_digest(ROOT)) == 64
 
 
-def test_strategy_capability_sets_match_the_library():
-    """The planner passes ``seed``/``eann`` only where anytime.weighting accepts them."""
+def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():
+    """No table of its own: a strategy gets ``seed`` iff the library's factory takes it."""
     for name in list_strategies():
         if name == "opt":
-            continue
-        for key, allowed in (("seed", SEEDED_STRATEGIES), ("eann", EANN_WEIGHTED_STRATEGIES)):
-            value = 0 if key == "seed" else True
-            if name in allowed:
-                create_strategy(name, num_heads=4, **{key: value})
-            else:
-                with pytest.raises(ValueError):
-                    create_strategy(name, num_heads=4, **{key: value})
+            continue  # OPT(j) needs the head j: the planner's own baseline weighting, not a params choice
+        takes_eann = "eann" in strategy_hparams(name)
+        members = [{"name": "a", "n": 1}, {"name": "b", "n": 2, "eann_weights": takes_eann}]
+        params = TrainParams.model_validate(
+            {"members": members, "weighting": {"strategy": name}, "opt": {"members": []}, "seed": 7}
+        )
+        configs = {r.name: r.config["weighting"] for r in plan_runs(params, MANIFEST, shards="/s", code="c")}
+        assert ("seed" in configs["a"]) == ("seed" in strategy_hparams(name)), name
+        assert "eann" not in configs["a"] and configs["b"].get("eann", False) == takes_eann, name
+        for config in configs.values():
+            create_strategy(
+                config["strategy"], num_heads=4, **{k: v for k, v in config.items() if k != "strategy"}
+            )
+
+
+@pytest.mark.parametrize(
+    ("train", "named"),
+    [
+        ({"weighting": {"strategy": "adaloss"}}, "eann.eann_weights is true but strategy 'adaloss'"),
+        (
+            {"eann": None, "members": [{"name": "a", "n": 1, "eann_weights": True}]},
+            "members.a.eann_weights is true but strategy 'sieve'",
+        ),
+    ],
+)
+def test_eann_weights_with_a_strategy_that_cannot_zero_heads_is_one_clear_error(train, named):
+    if "members" in train:
+        train["members"][0]["weighting"] = {"strategy": "adaloss"}
+        named = named.replace("'sieve'", "'adaloss'")
+    message = error_for(with_train(**train))
+    assert named in message and message.startswith("params.yaml: train: ")
+
+
+def test_adaloss_members_validate_without_eann_weights():
+    raw = with_train(
+        weighting={"strategy": "adaloss"}, eann={**project_params()["train"]["eann"], "eann_weights": False}
+    )
+    assert validate_params(raw).train.weighting.strategy == "adaloss"
 
 
 def test_fault_hook_fires_once_for_the_selected_run_and_epoch(tmp_path, monkeypatch):

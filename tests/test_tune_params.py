@@ -15,9 +15,9 @@ from ray.tune.search.variant_generator import generate_variants
 
 from anytime.weighting import create_strategy
 from pipelines.config import load_params, validate_params
-from pipelines.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.tune import pick_best, plot_trials
-from pipelines.tune_trial import objective_value
+from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
+from pipelines.tuning.trial import objective_value
 from tests.fixtures.params import ROOT, error_for, project_params, with_section
 
 STATIC = {"const", "linear", "half_end", "sieve", "exp_lin"}

@@ -6,7 +6,13 @@ package registers the built-in ones.
 
 from anytime.weighting.adaloss import AdaLoss, adaloss_weights
 from anytime.weighting.alternating import Alternating, EmphasisStrategy
-from anytime.weighting.base import WeightingStrategy, create_strategy, list_strategies, register_strategy
+from anytime.weighting.base import (
+    WeightingStrategy,
+    create_strategy,
+    list_strategies,
+    register_strategy,
+    strategy_hparams,
+)
 from anytime.weighting.noregret import (
     AverageReward,
     Exp3,
@@ -34,4 +40,5 @@ __all__ = [
     "register_strategy",
     "relative_rewards",
     "static_weights",
+    "strategy_hparams",
 ]

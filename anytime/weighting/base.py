@@ -144,6 +144,14 @@ def _signature(factory: StrategyFactory) -> inspect.Signature:
     return signature.replace(parameters=params)
 
 
+def strategy_hparams(name: str) -> tuple[str, ...]:
+    """The hyperparameters ``create_strategy(name, ...)`` accepts besides ``num_heads`` (e.g. whether it takes
+    a ``seed`` or ``eann``), so callers keep no table of their own."""
+    if name not in _REGISTRY:
+        raise ValueError(f"weighting strategy {name!r} is unknown: choose one of {list_strategies()}")
+    return tuple(p for p in _signature(_REGISTRY[name]).parameters if p != "num_heads")
+
+
 def create_strategy(name: str, num_heads: int, **hparams: Any) -> WeightingStrategy:
     """Build a registered strategy; an unknown name or hyperparameter is a ValueError listing what exists."""
     if name not in _REGISTRY:
@@ -153,7 +161,7 @@ def create_strategy(name: str, num_heads: int, **hparams: Any) -> WeightingStrat
     try:
         signature.bind(num_heads, **hparams)
     except TypeError as err:
-        allowed = [p for p in signature.parameters if p != "num_heads"]
+        allowed = list(strategy_hparams(name))
         raise ValueError(
             f"weighting strategy {name!r} rejects hyperparameters {sorted(hparams)} ({err}): "
             f"allowed are {allowed}"

@@ -7,9 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-DatasetName = Literal[
-    "digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn", "imagefolder"
-]
+from anytime.data import DATASETS
+from pipelines.paths import DOWNLOAD_CACHE
+
+DatasetName = Literal[DATASETS]  # the library's readers
 
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")
 HTTP_URL = re.compile(r"^https?://[^/\s]+(/\S*)?$")
@@ -28,7 +29,7 @@ class DataParams(BaseModel):
     sha256: dict[str, str] = Field(default_factory=dict)
     endpoint_url: str | None = None
     region: str | None = None
-    cache_dir: str = "data/cache"
+    cache_dir: str = str(DOWNLOAD_CACHE)
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0)
     rows_per_shard: int = Field(default=512, gt=0)

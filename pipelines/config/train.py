@@ -2,8 +2,8 @@
 
 Members are either generated (``eann``: ``n = n0 * base**k`` units per group, k = 0..members-1) or listed
 explicitly (``members``), each entry able to override the shared model/weighting/epochs/seed, so editing one
-entry re-trains only that member. Weighting hyperparameters are checked against ``anytime.weighting`` here,
-so a wrong one fails before any work.
+entry re-trains only that member. Names (strategies, schemes, models, milestones) and the hyperparameters each
+strategy takes come from the library's registries, so a wrong one fails here, before any work.
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from anytime.weighting import create_strategy
+from anytime.metrics import MILESTONES
+from anytime.models import list_models
+from anytime.weighting import NORMALISATIONS, SCHEMES, create_strategy, list_strategies, strategy_hparams
 
-StrategyName = Literal[
-    "const", "linear", "half_end", "sieve", "exp_lin", "alternating", "adaloss", "rwm", "exp3", "avgl"
-]
-SchemeName = Literal["const", "linear", "half_end", "sieve", "exp_lin"]
-MilestoneFraction = Literal[0.25, 0.5, 0.75, 1]
+# Literals built from the library's registries: an error names the key, the value and what is allowed.
+StrategyName = Literal[tuple(list_strategies())]
+SchemeName = Literal[SCHEMES]
+Normalisation = Literal[NORMALISATIONS]
+BottleneckName = Literal[tuple(list_models("resann[0-9]*"))]
+# anytime.metrics.MILESTONES as YAML writes them (0.25, ..., 1), and back to the library's keys.
+MilestoneFraction = Literal[tuple(int(f) if f.denominator == 1 else float(f) for f in MILESTONES.values())]
+MILESTONE_KEYS = {float(fraction): key for key, fraction in MILESTONES.items()}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -38,7 +43,7 @@ class ResANNParams(_Section):
 class BottleneckParams(_Section):
     """Bottleneck ResANN for ImageNet-size images; the depth is in the name, so members need no ``n``."""
 
-    name: Literal["resann26", "resann50", "resann101"]
+    name: BottleneckName
     width: PositiveInt = 64
     period: PositiveInt = 2
 
@@ -50,7 +55,7 @@ class WeightingParams(_Section):
     """A strategy of ``anytime.weighting`` and its hyperparameters (unset = the library default)."""
 
     strategy: StrategyName = "sieve"
-    normalisation: Literal["last", "sum", "none"] | None = None
+    normalisation: Normalisation | None = None
     scheme: SchemeName | None = None
     rho: PositiveFloat | None = None
     gamma: float | None = None
@@ -61,6 +66,10 @@ class WeightingParams(_Section):
 
     def hparams(self) -> dict[str, Any]:
         return self.model_dump(exclude={"strategy"}, exclude_none=True)
+
+    def takes(self, hparam: str) -> bool:
+        """Whether the library's strategy accepts ``hparam`` (e.g. ``seed``, ``eann``)."""
+        return hparam in strategy_hparams(self.strategy)
 
     @model_validator(mode="after")
     def _known_to_library(self) -> WeightingParams:
@@ -133,7 +142,7 @@ class TrainParams(_Section):
     weighting: WeightingParams = Field(default_factory=WeightingParams)
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
-    epochs: PositiveInt = 10
+    epochs: PositiveInt = 8
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 512
     amp: bool = True
@@ -154,4 +163,22 @@ class TrainParams(_Section):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"member names must be unique: {', '.join(duplicates)} repeated")
+        return self
+
+    @model_validator(mode="after")
+    def _eann_weights_usable(self) -> TrainParams:
+        """EANN weights zero a member's first heads: a strategy that cannot do so is an error, not ignored."""
+        if self.members is not None:
+            asked = [(f"members.{m.name}.eann_weights", m.weighting) for m in self.members if m.eann_weights]
+        elif self.eann is not None and self.eann.eann_weights and self.eann.members > 1:
+            asked = [("eann.eann_weights", None)]
+        else:
+            asked = []
+        for key, weighting in asked:
+            strategy = weighting or self.weighting
+            if not strategy.takes("eann"):
+                raise ValueError(
+                    f"{key} is true but strategy '{strategy.strategy}' takes no EANN weights (it takes "
+                    f"{', '.join(strategy_hparams(strategy.strategy))}): set {key} to false or pick another"
+                )
         return self

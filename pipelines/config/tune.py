@@ -27,11 +27,10 @@ from pydantic import (
     model_validator,
 )
 
-from anytime.weighting import create_strategy
-from pipelines.config.train import OptimizerParams, ScalingParams
+from anytime.weighting import SCHEMES, create_strategy
+from pipelines.config.train import MilestoneFraction, OptimizerParams, ScalingParams
 
 Scalar = bool | int | float | str
-Milestone = Literal[0.25, 0.5, 0.75, 1]
 
 
 class _Section(BaseModel):
@@ -163,7 +162,8 @@ class StaticCandidate(_Candidate):
     """A fixed weight vector (spec §2): the scheme is the searched dimension."""
 
     strategy: Literal["static"]
-    scheme: Dimension = {"choice": ["const", "linear", "half_end", "sieve"]}
+    # Every scheme of the library but OPT(j), which needs the head j.
+    scheme: Dimension = {"choice": [s for s in SCHEMES if s != "opt"]}
     normalisation: Dimension | None = None
 
     def resolve(self, sample: dict[str, Scalar]) -> dict[str, Any]:
@@ -221,8 +221,29 @@ Candidate = Annotated[
 ]
 
 
-def _default_weighting() -> list[dict[str, str]]:
-    return [{"strategy": s} for s in ("static", "alternating", "adaloss", "noregret")]
+def _default_weighting() -> list[dict[str, Any]]:
+    """Every family, over the ranges params.yaml documents (static and no-regret: every scheme / learner)."""
+    return [
+        {"strategy": "static"},
+        {
+            "strategy": "alternating",
+            "scheme": {"choice": ["const", "sieve", "half_end"]},
+            "rho": {"uniform": [1.5, 4.0]},
+        },
+        {
+            "strategy": "adaloss",
+            "gamma": {"loguniform": [0.01, 0.3]},
+            "momentum": {"uniform": [0.8, 0.99]},
+            "update_period": {"choice": [5, 20, 100]},
+            "final_extra": {"uniform": [0.0, 1.0]},
+        },
+        {
+            "strategy": "noregret",
+            "gamma": {"uniform": [0.1, 0.5]},
+            "rho_last": {"uniform": [0.5, 1.0]},
+            "momentum": {"uniform": [0.8, 0.99]},
+        },
+    ]
 
 
 class SpaceParams(_Section):
@@ -261,11 +282,11 @@ class SchedulerParams(_Section):
 
 class TuneParams(_Section):
     member: str = "last"  # which train member's network is tuned ("last" = the deepest)
-    epochs: PositiveInt = 6  # per trial (ASHA's max_t); the schedule is stretched over these
+    epochs: PositiveInt = 4  # per trial (ASHA's max_t); the schedule is stretched over these
     objective: Literal["val_auc", "val_top1"] = "val_auc"  # always on the validation split
-    milestone: Milestone = 1  # val_top1 objective: error of the head at this fraction of the final cost
+    milestone: MilestoneFraction = 1  # val_top1 objective: the head at this fraction of the final cost
     search_alg: Literal["random", "grid"] = "random"
-    num_samples: PositiveInt = 12  # random: trials; grid: trials per weighting candidate (x optimizer grids)
+    num_samples: PositiveInt = 8  # random: trials; grid: trials per weighting candidate (x optimizer grids)
     max_concurrent_trials: PositiveInt | None = 2  # null: as many as the cluster fits
     seed: NonNegativeInt = 0  # the search's random state (each trial trains with train.seed)
     scheduler: SchedulerParams = Field(default_factory=SchedulerParams)

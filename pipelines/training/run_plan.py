@@ -1,7 +1,7 @@
 """Which networks the train stage trains: EANN members and OPT baselines, each as one resolved config.
 
-A run's config is a plain dict (what :func:`pipelines.member.train_loop_per_worker` receives); its
-fingerprint hashes everything that changes the trained weights (config, data manifest, training code), so
+A run's config is a plain dict (what :func:`.train_worker.train_loop_per_worker` receives); its fingerprint
+hashes everything that changes the trained weights (config, data manifest, training code), so
 the stage re-trains exactly the runs whose fingerprint differs from the one stored beside their outputs.
 """
 
@@ -16,31 +16,36 @@ from typing import Any
 from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
-from pipelines.config.train import MemberParams, ModelParams, ResANNParams, TrainParams, WeightingParams
+from pipelines.config.train import (
+    MILESTONE_KEYS,
+    MemberParams,
+    ModelParams,
+    ResANNParams,
+    TrainParams,
+    WeightingParams,
+)
+from pipelines.paths import MEMBERS_DIR, OPT_DIR, shards_dir
 
-MEMBERS_DIR = Path("outputs/members")
-OPT_DIR = Path("outputs/opt")
 FINGERPRINT_FILE = "fingerprint.json"
-# Code whose change changes trained weights; the same paths are the train stage's deps in dvc.yaml.
+# Code whose change changes trained weights: the workers' import closure, in the train and tune stages' deps
+# (tests/test_dvc_deps.py checks both).
 TRAINING_CODE = (
+    "anytime/__init__.py",
     "anytime/models",
     "anytime/weighting",
     "anytime/data",
     "anytime/train.py",
     "anytime/flops.py",
-    "pipelines/member.py",
+    "anytime/metrics.py",
+    "pipelines/training/__init__.py",
+    "pipelines/training/train_worker.py",
 )
 # Config keys that change where or how fast a run goes, not what it learns.
 NOT_FINGERPRINTED = ("shards", "endpoint_url", "eval_batch_size", "loader_workers")
-SEEDED_STRATEGIES = frozenset({"alternating", "rwm", "exp3", "avgl"})
-EANN_WEIGHTED_STRATEGIES = frozenset(
-    {"const", "linear", "half_end", "sieve", "exp_lin", "alternating", "rwm", "exp3", "avgl"}
-)
-MILESTONE_KEYS = {0.25: "0.25", 0.5: "0.5", 0.75: "0.75", 1: "1"}
 
 
 @dataclass(frozen=True)
-class Run:
+class PlannedRun:
     """One network to train: a member (``kind="member"``) or an OPT(j) baseline (``kind="opt"``)."""
 
     name: str
@@ -97,10 +102,11 @@ def _model_config(model: ModelParams, n: int | None, manifest: dict[str, Any]) -
 
 
 def _weighting_config(weighting: WeightingParams, *, seed: int, eann: bool) -> dict[str, Any]:
+    """The strategy's kwargs: ``seed`` where it takes one; ``eann`` as asked (the schema checks it may)."""
     hparams = weighting.hparams()
-    if weighting.strategy in SEEDED_STRATEGIES:
+    if weighting.takes("seed"):
         hparams["seed"] = seed
-    if eann and weighting.strategy in EANN_WEIGHTED_STRATEGIES:
+    if eann:
         hparams["eann"] = True
     return {"strategy": weighting.strategy, **hparams}
 
@@ -121,7 +127,7 @@ def resolve_shards(params: TrainParams, dataset: str) -> str:
     """Shard location: ``train.shards`` (e.g. an s3:// URI on a cluster) or the shard stage's output."""
     if params.shards is not None:
         return params.shards
-    return str((Path("data/shards") / dataset).resolve())
+    return str(shards_dir(dataset).resolve())
 
 
 def run_config(
@@ -167,11 +173,16 @@ def opt_config(member: dict[str, Any], j: int) -> dict[str, Any]:
     }
 
 
+def member_milestone_heads(member: dict[str, Any]) -> dict[float, int | None]:
+    """``anytime.metrics.milestone_heads`` of a resolved member config (measured FLOPs), by fraction."""
+    heads = milestone_heads(head_costs(create_model(**member["model"]), tuple(member["input_shape"])))
+    return {fraction: heads[key] for fraction, key in MILESTONE_KEYS.items()}
+
+
 def opt_heads(member: dict[str, Any], milestones: list[float]) -> list[int]:
-    """Distinct milestone heads of a member (measured FLOPs), in increasing order."""
-    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
-    heads = milestone_heads(costs)
-    chosen = {heads[MILESTONE_KEYS[m]] for m in milestones}
+    """Distinct milestone heads of a member, in increasing order."""
+    heads = member_milestone_heads(member)
+    chosen = {heads[m] for m in milestones}
     return sorted(h for h in chosen if h is not None)
 
 
@@ -182,19 +193,19 @@ def plan_runs(
     shards: str,
     endpoint_url: str | None = None,
     code: str | None = None,
-) -> list[Run]:
+) -> list[PlannedRun]:
     """Every member, then every OPT baseline, each with its fingerprint."""
     code = code if code is not None else code_digest()
     entries = member_entries(params)
     configs = {
         e.name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url) for e in entries
     }
-    runs = [Run(name, "member", cfg, fingerprint(cfg, manifest, code)) for name, cfg in configs.items()]
+    runs = [PlannedRun(n, "member", cfg, fingerprint(cfg, manifest, code)) for n, cfg in configs.items()]
     for wanted in dict.fromkeys(params.opt.members):
         name = entries[-1].name if wanted == "last" else wanted
         if name not in configs:
             raise ValueError(f"train.opt.members: {wanted!r} is not a member (members: {', '.join(configs)})")
         for j in opt_heads(configs[name], list(params.opt.milestones)):
             cfg = opt_config(configs[name], j)
-            runs.append(Run(cfg["member"], "opt", cfg, fingerprint(cfg, manifest, code)))
+            runs.append(PlannedRun(cfg["member"], "opt", cfg, fingerprint(cfg, manifest, code)))
     return list({run.name: run for run in runs}.values())

@@ -1,8 +1,8 @@
 """Training one anytime network on Ray Train (V2): the worker loop and the ``TorchTrainer`` that runs it.
 
 Shared by the train stage (EANN members, OPT baselines) and the tune stage. Everything the worker needs is
-in its plain-dict ``config`` (see :func:`pipelines.members.run_config`); the model, loop, weighting and
-checkpoint format all come from ``anytime``. Every epoch ends with a checkpoint, so a retried worker group
+in its plain-dict ``config`` (see :func:`.run_plan.run_config`); the model, loop, weighting and checkpoint
+format all come from ``anytime``. Every epoch ends with a checkpoint, so a retried worker group
 (``FailureConfig(max_failures)``) or a re-run with the same ``RunConfig(name, storage_path)`` resumes after
 the last finished epoch instead of starting over.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import ray.train.torch
 import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from anytime.data import ShardDataset
@@ -42,7 +44,7 @@ from anytime.train import (
     seed_everything,
     train_one_epoch,
 )
-from anytime.weighting import create_strategy
+from anytime.weighting import WeightingStrategy, create_strategy
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, summary.json
@@ -108,80 +110,99 @@ def _write_final(directory: Path, model: torch.nn.Module, config: dict[str, Any]
     (final / "summary.json").write_text(json.dumps(summary))
 
 
+@dataclass
+class WorkerState:
+    """What a worker trains and checkpoints: the network, its head costs and everything that steps with it."""
+
+    model: torch.nn.Module
+    flops: list[int]
+    strategy: WeightingStrategy
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def build(cls, config: dict[str, Any], device: torch.device) -> WorkerState:
+        """Everything from ``anytime``, in a fixed order (the seeded RNG draws the same weights each time)."""
+        model = create_model(**config["model"])
+        flops = head_costs(model, tuple(config["input_shape"]))
+        weighting = dict(config["weighting"])
+        strategy = create_strategy(weighting.pop("strategy"), num_heads=model.num_heads, **weighting)
+        optimizer = make_optimizer(model, **config["optimizer"])
+        scheduler = make_scheduler(optimizer, epochs=config["epochs"], **config["schedule"])
+        return cls(model, flops, strategy, optimizer, scheduler, make_grad_scaler(device, amp=config["amp"]))
+
+    def parts(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "strategy": self.strategy,
+            "scaler": self.scaler,
+        }
+
+    def resume(self) -> int:
+        """The epoch to start at: after the last checkpointed one when Ray hands a checkpoint over, else 0."""
+        restored = ray.train.get_checkpoint()
+        if restored is None:
+            return 0
+        with restored.as_directory() as directory:
+            state = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+        return restore_checkpoint(state, **self.parts())
+
+    def save(self, path: Path, epoch: int) -> None:
+        save_checkpoint(path, **self.parts(), epoch=epoch)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: build with ``anytime``, resume from the last checkpoint, train/evaluate/report."""
-    context = ray.train.get_context()
-    rank, run = context.get_world_rank(), config["member"]
+    rank, run = ray.train.get_context().get_world_rank(), config["member"]
     seed_everything(config["seed"] + rank)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
-    model = create_model(**config["model"])
-    flops = head_costs(model, tuple(config["input_shape"]))
-    weighting = dict(config["weighting"])
-    strategy = create_strategy(weighting.pop("strategy"), num_heads=model.num_heads, **weighting)
-    optimizer = make_optimizer(model, **config["optimizer"])
-    scheduler = make_scheduler(optimizer, epochs=config["epochs"], **config["schedule"])
-    scaler = make_grad_scaler(device, amp=config["amp"])
-    start = 0
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as directory:
-            state = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
-        start = restore_checkpoint(
-            state, model=model, optimizer=optimizer, scheduler=scheduler, strategy=strategy, scaler=scaler
-        )
+    state = WorkerState.build(config, device)
+    start = state.resume()
     if config["compile"]:
-        model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay those of the eager net
-    model = ray.train.torch.prepare_model(model)
+        state.model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay the eager ones
+    state.model = ray.train.torch.prepare_model(state.model)
     train_data = _loader(config, "train", train=True)
     val_data = _loader(config, "val", train=False) if rank == 0 else None
     for epoch in range(start, config["epochs"]):
         train_data.dataset.set_epoch(epoch)
         maybe_inject_fault(run, epoch)
         stats = train_one_epoch(
-            model,
+            state.model,
             train_data,
-            optimizer,
-            strategy,
+            state.optimizer,
+            state.strategy,
             device=device,
             epoch=epoch,
-            scheduler=scheduler,
-            scaler=scaler,
+            scheduler=state.scheduler,
+            scaler=state.scaler,
             amp=config["amp"],
             progress=False,
         )
         metrics: dict[str, Any] = {"epoch": epoch, "loss": stats["loss"], "head_losses": stats["head_losses"]}
-        if rank != 0:
+        if rank == 0:
+            _report_validated(state, config, epoch, metrics, val_data)
+        else:
             ray.train.report(metrics, checkpoint=None)
-            continue
-        net = model.module if hasattr(model, "module") else model
-        val = evaluate(net, val_data, device=device, amp=config["amp"])
-        metrics |= _val_metrics(*val, flops)
-        # Ray deletes this directory once persisted to storage (local mode keeps it: nothing to upload).
-        directory = Path(tempfile.mkdtemp(prefix=f"anytime-{run}-"))
-        save_checkpoint(
-            directory / CHECKPOINT_FILE,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            strategy=strategy,
-            scaler=scaler,
-            epoch=epoch,
-        )
-        if epoch == config["epochs"] - 1 and config.get("final_outputs", False):
-            _write_final(directory, model, config, val, flops)
-        checkpoint = Checkpoint.from_directory(str(directory))
-        ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
 
-def scaling_config(
-    num_workers: int, *, use_gpu: bool, cpus_per_worker: float, gpus_per_worker: float | None
-) -> ScalingConfig:
-    """Small fractional CPUs by default, so several members' workers share a node side by side."""
-    resources: dict[str, float] = {"CPU": cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = gpus_per_worker or 1.0
-    return ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources)
+def _report_validated(
+    state: WorkerState, config: dict[str, Any], epoch: int, metrics: dict[str, Any], val_data: DataLoader
+) -> None:
+    """Rank 0: validate, checkpoint the epoch (the last one with the final outputs) and report both."""
+    net = state.model.module if hasattr(state.model, "module") else state.model
+    val = evaluate(net, val_data, device=ray.train.torch.get_device(), amp=config["amp"])
+    metrics |= _val_metrics(*val, state.flops)
+    # Ray deletes this directory once persisted to storage (local mode keeps it: nothing to upload).
+    directory = Path(tempfile.mkdtemp(prefix=f"anytime-{config['member']}-"))
+    state.save(directory / CHECKPOINT_FILE, epoch)
+    if epoch == config["epochs"] - 1 and config.get("final_outputs", False):
+        _write_final(directory, state.model, config, val, state.flops)
+    checkpoint = Checkpoint.from_directory(str(directory))
+    ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
 
 def build_trainer(

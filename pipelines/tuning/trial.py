@@ -2,12 +2,12 @@
 
 Ray 2.60 runs Train V2, where a trainer is no longer a Tune trainable (no ``Tuner(trainer)``). As the Ray
 Train user guide "Hyperparameter Tuning with Ray Tune" documents, each trial is a Tune *function* that
-builds a ``TorchTrainer`` (here :func:`pipelines.member.build_trainer`, the same one the train stage uses)
-and calls ``fit()``; a ``TuneReportCallback`` on the Train controller forwards every epoch's report to
-Tune, so schedulers like ASHA see ``objective`` per epoch and can stop the trial (which ends its Train run).
-The Train run is named after the trial id under a fixed storage path, so a restored Tune experiment
-resumes each unfinished trial from its last epoch checkpoint. The same code runs data-parallel on GPUs:
-only ``tune.scaling`` changes.
+builds a ``TorchTrainer`` (here :func:`pipelines.training.train_worker.build_trainer`, the same one the
+train stage uses) and calls ``fit()``; a ``TuneReportCallback`` on the Train controller forwards every
+epoch's report to Tune, so schedulers like ASHA see ``objective`` per epoch and can stop the trial (which
+ends its Train run). The Train run is named after the trial id under a fixed storage path, so a restored Tune
+experiment resumes each unfinished trial from its last epoch checkpoint. The same code runs data-parallel on
+GPUs: only ``tune.scaling`` changes.
 
 Kept apart from the stage module so Train controllers unpickle the callback without importing plotting.
 """
@@ -20,11 +20,13 @@ from typing import Any
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from pipelines.config.train import MemberParams, TrainParams
+from anytime.weighting import strategy_hparams
+from pipelines.config.train import TrainParams
 from pipelines.config.tune import SpaceParams
-from pipelines.member import build_trainer, scaling_config
-from pipelines.members import run_config
-from pipelines.search_space import trial_overrides
+from pipelines.ray_cluster import scaling_config
+from pipelines.training.run_plan import run_config
+from pipelines.training.train_worker import build_trainer
+from pipelines.tuning.search_space import trial_overrides
 
 
 def objective_value(metrics: dict[str, Any], objective: str, head: int) -> float:
@@ -51,8 +53,7 @@ class ObjectiveReporter(TuneReportCallback):
 class TrialPlan:
     """Everything a trial needs besides its sampled config (shipped once with ``tune.with_parameters``)."""
 
-    train: TrainParams  # the train section with tune's epochs and scaling already applied
-    entry: MemberParams  # the tuned member (its depth, EANN weights, seed)
+    train: TrainParams  # the tuned member alone (its depth, EANN weights, seed), tune's epochs and scaling
     manifest: dict[str, Any]
     shards: str
     endpoint_url: str | None
@@ -63,18 +64,23 @@ class TrialPlan:
     max_failures: int
 
     def trial_train(self, config: dict[str, Any]) -> TrainParams:
-        """The train section as this trial sets it (validated again: the library checks every value)."""
+        """The train section as this trial sets it (validated again: the library checks every value).
+
+        The member keeps its EANN weights where the trial's strategy takes them (AdaLoss does not)."""
         overrides = trial_overrides(self.space, config)
         raw = self.train.model_dump()
         raw["weighting"] = overrides["weighting"]
         raw["optimizer"] = {**raw["optimizer"], **overrides["optimizer"]}
+        member = raw["members"][0]
+        member["eann_weights"] &= "eann" in strategy_hparams(raw["weighting"]["strategy"])
         return TrainParams.model_validate(raw)
 
     def member_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """The resolved worker config of this trial (what ``train_loop_per_worker`` receives)."""
+        train = self.trial_train(config)
         return run_config(
-            self.trial_train(config),
-            self.entry,
+            train,
+            train.members[0],
             self.manifest,
             shards=self.shards,
             endpoint_url=self.endpoint_url,
@@ -83,17 +89,11 @@ class TrialPlan:
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """The Tune function trainable: one Train run, its epochs streamed to Tune by the callback."""
-    scaling = plan.train.scaling
     trainer = build_trainer(
         plan.member_config(config),
         name=ray.tune.get_context().get_trial_id(),
         storage_path=plan.train_storage,
-        scaling=scaling_config(
-            scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            cpus_per_worker=scaling.cpus_per_worker,
-            gpus_per_worker=scaling.gpus_per_worker,
-        ),
+        scaling=scaling_config(plan.train.scaling),
         max_failures=plan.max_failures,
         callbacks=[ObjectiveReporter(plan.objective, plan.head)],
     )

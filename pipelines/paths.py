@@ -1,0 +1,28 @@
+"""Every data and output path of the pipeline, relative to the project root (where DVC runs the stages).
+
+The stages, their helpers and the tests take paths from here only; dvc.yaml names the same paths as stage
+deps and outs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RAW_ROOT = Path("data/raw")  # fetch: data/raw/<dataset>/, the dataset's original files
+SHARDS_ROOT = Path("data/shards")  # shard: data/shards/<dataset>/, Parquet shards + manifest.json
+DOWNLOAD_CACHE = Path("data/cache")  # fetch's downloads, content-addressed by sha256
+MEMBERS_DIR = Path("outputs/members")  # train: outputs/members/<member>/
+OPT_DIR = Path("outputs/opt")  # train: outputs/opt/<member>-opt<j>/
+LIVE_DIR = Path("outputs/live")  # train: dvclive metrics and plots of every run
+TUNE_DIR = Path("outputs/tune")  # tune: trials, history, figure, best.json, best_params.yaml
+TUNE_BEST_PARAMS = TUNE_DIR / "best_params.yaml"
+ASSEMBLE_DIR = Path("outputs/assemble")  # assemble: curves.json, summary.json
+REPORT_DIR = Path("outputs/report")  # report: report.md, metrics.json, curves/, members/, figures/
+
+
+def raw_dir(dataset: str) -> Path:
+    return RAW_ROOT / dataset
+
+
+def shards_dir(dataset: str) -> Path:
+    return SHARDS_ROOT / dataset
