@@ -1,4 +1,4 @@
-"""Alternating weights (spec §3) and AdaLoss (spec §4): sampling, schedule, worked example, resumption."""
+"""Alternating weights (METHOD.md §3) and AdaLoss (§4): sampling, schedule, worked example, resumption."""
 
 import io
 
@@ -117,7 +117,7 @@ def test_adaloss_worked_example():
     assert adaloss_weights(LBAR, gamma=0.07).tolist() == pytest.approx(
         [0.93 * x + 0.07 for x in u], abs=1e-15
     )
-    # The spec's rounded decimals.
+    # METHOD.md §4's rounded decimals.
     assert adaloss_weights(LBAR, gamma=0.07).tolist() == pytest.approx([0.535, 0.690, 0.845, 1.0], abs=1e-7)
     assert adaloss_weights(LBAR, gamma=0.07, final_extra=1.0).tolist() == pytest.approx(
         [0.3025, 0.380, 0.4575, 1.0], abs=1e-7

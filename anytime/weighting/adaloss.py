@@ -1,4 +1,4 @@
-"""AdaLoss (spec §4): weights inversely proportional to each head's running-average loss.
+"""AdaLoss (METHOD.md §4): weights inversely proportional to each head's running-average loss.
 
 Balancing the losses to the same scale minimises, in the limit, the geometric mean of the expected losses
 (the gradient of sum_i log l_i is sum_i grad(l_i) / l_i); the final head can be favoured with ``final_extra``.

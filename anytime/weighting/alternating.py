@@ -1,7 +1,7 @@
-"""Alternating weights (spec §3): the static B plus extra weight on one sampled head per step.
+"""Alternating weights (METHOD.md §3): the static B plus extra weight on one sampled head per step.
 
 The emphasis machinery (which head, how much extra, the seeded generator) is shared with the no-regret
-learners of spec §5, which only change the distribution the head is drawn from.
+learners of METHOD.md §5, which only change the distribution the head is drawn from.
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ class _Candidate(_Section):
 
 
 class StaticCandidate(_Candidate):
-    """A fixed weight vector (spec §2): the scheme is the searched dimension."""
+    """A fixed weight vector (METHOD.md §2): the scheme is the searched dimension."""
 
     strategy: Literal["static"]
     scheme: Dimension = {"choice": ["const", "linear", "half_end", "sieve"]}
@@ -172,7 +172,7 @@ class StaticCandidate(_Candidate):
 
 
 class AlternatingCandidate(_Candidate):
-    """One emphasised head per step, sampled from a static scheme (spec §3)."""
+    """One emphasised head per step, sampled from a static scheme (METHOD.md §3)."""
 
     strategy: Literal["alternating"]
     scheme: Dimension | None = None
@@ -181,7 +181,7 @@ class AlternatingCandidate(_Candidate):
 
 
 class AdaLossCandidate(_Candidate):
-    """Weights inversely proportional to running-average losses (spec §4)."""
+    """Weights inversely proportional to running-average losses (METHOD.md §4)."""
 
     strategy: Literal["adaloss"]
     gamma: Dimension | None = None
@@ -191,7 +191,7 @@ class AdaLossCandidate(_Candidate):
 
 
 class NoRegretCandidate(_Candidate):
-    """No-regret head selection (spec §5): the learner is a dimension; ``momentum`` is AVG-L's only."""
+    """No-regret head selection (METHOD.md §5): the learner is a dimension; ``momentum`` is AVG-L's only."""
 
     strategy: Literal["noregret"]
     learner: Dimension = {"choice": ["rwm", "exp3", "avgl"]}
