@@ -1,8 +1,11 @@
 """DVC stage ``tune``: Ray Tune search over the weighting strategy, its hyperparameters and the optimiser.
 
 Each trial trains the tuned member (``tune.member``, a network of the train section) for ``tune.epochs`` with
-one sample of ``tune.space`` (see :mod:`pipelines.tune_trial`) and is judged on the validation split only:
-the area under its anytime error curve (``val_auc``) or the error at a milestone head (``val_top1``).
+one sample of ``tune.space`` (see :mod:`pipelines.tune_trial`) and is judged on the validation split only,
+on the heads that member is trained for: the area under its anytime error curve (``val_auc``) or the error at
+a milestone head (``val_top1``). A member with EANN weights (any but the first, by default) is trained only
+from half its depth, so its objective starts at that head (METHOD.md §6): its untrained first half, at
+chance level by design, would otherwise make up most of the area.
 Outputs in ``outputs/tune/``: every trial (``trials.csv`` / ``trials.parquet``), every epoch of every trial
 (``history.csv``), a figure (``trials.png``), the winner (``best.json``) and its settings as train params
 (``best_params.yaml``, ``train.<section>.<key>: value``) to use with
@@ -37,20 +40,40 @@ from anytime.data import load_manifest
 from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
+from anytime.weighting import eann_first_head
 from pipelines import cli
 from pipelines.config import Params, load_params
+from pipelines.config.train import MemberParams
 from pipelines.config.tune import TuneParams
 from pipelines.io import atomic_path, write_json
 from pipelines.members import code_digest, fingerprint, member_entries, resolve_shards, run_config
 from pipelines.ray_cluster import connect
 from pipelines.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.train import storage_uri
-from pipelines.tune_trial import TrialPlan, run_trial
+from pipelines.tune_trial import Objective, TrialPlan, run_trial
 
 OUT_DIR = Path("outputs/tune")
 BEST_PARAMS = OUT_DIR / "best_params.yaml"
 # Settings that change where or how fast the search runs, not what it finds.
 NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "driver_memory_mb")
+
+
+def member_objective(tp: TuneParams, entry: MemberParams, member: dict) -> Objective:
+    """The objective over the heads the member is trained for (EANN weights: half on, METHOD.md §6)."""
+    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
+    head = milestone_heads(costs)[str(tp.milestone)]
+    first = eann_first_head(len(costs)) if entry.eann_weights else 0
+    if tp.objective == "val_top1":
+        if head is None:
+            raise cli.UserError(
+                f"tune.milestone = {tp.milestone}: member {entry.name} has no head that cheap"
+            )
+        if head < first:
+            raise cli.UserError(
+                f"tune.milestone = {tp.milestone}: head {head} of member {entry.name} is left untrained by "
+                f"its EANN weights (heads 0..{first - 1}); choose a later milestone or objective val_auc"
+            )
+    return Objective(tp.objective, tuple(costs), first, head if head is not None else -1)
 
 
 def plan_search(params: Params) -> tuple[TrialPlan, str]:
@@ -65,14 +88,14 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
     shards = resolve_shards(params.train, params.data.dataset)
     manifest = load_manifest(shards, endpoint_url=params.data.endpoint_url)
     base = run_config(train, entry, manifest, shards=shards, endpoint_url=params.data.endpoint_url)
-    head = milestone_heads(head_costs(create_model(**base["model"]), tuple(base["input_shape"])))[
-        str(tp.milestone)
-    ]
-    if tp.objective == "val_top1" and head is None:
-        raise cli.UserError(f"tune.milestone = {tp.milestone}: member {name} has no head that cheap")
+    objective = member_objective(tp, entry, base)
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
     trained = {k: v for k, v in base.items() if k != "weighting"}  # every trial replaces the weighting
-    digest = fingerprint({"tune": search, "member": trained}, manifest, code_digest())
+    digest = fingerprint(
+        {"tune": search, "member": trained, "objective_first_head": objective.first_head},
+        manifest,
+        code_digest(),
+    )
     experiment = f"{tp.name}-{digest[:12]}"
     plan = TrialPlan(
         train=train,
@@ -81,8 +104,7 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
         shards=shards,
         endpoint_url=params.data.endpoint_url,
         space=tp.space,
-        objective=tp.objective,
-        head=head if head is not None else -1,
+        objective=objective,
         train_storage=f"{storage_uri(tp.storage_path).rstrip('/')}/{experiment}/trials",
         max_failures=tp.max_failures,
     )

@@ -262,7 +262,7 @@ class SchedulerParams(_Section):
 class TuneParams(_Section):
     member: str = "last"  # which train member's network is tuned ("last" = the deepest)
     epochs: PositiveInt = 6  # per trial (ASHA's max_t); the schedule is stretched over these
-    objective: Literal["val_auc", "val_top1"] = "val_auc"  # always on the validation split
+    objective: Literal["val_auc", "val_top1"] = "val_auc"  # validation split, trained heads (METHOD.md §6)
     milestone: Milestone = 1  # val_top1 objective: error of the head at this fraction of the final cost
     search_alg: Literal["random", "grid"] = "random"
     num_samples: PositiveInt = 12  # random: trials; grid: trials per weighting candidate (x optimizer grids)
