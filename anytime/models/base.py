@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 
 def head_positions(num_units: int, period: int) -> list[int]:
-    """0-based units followed by a head: (N-1) mod s, then every s-th unit; the last unit has one (§1)."""
+    """0-based units followed by a head: (N-1) mod s, then every s-th; the last has one (METHOD.md §1)."""
     if not isinstance(num_units, int) or num_units < 1:
         raise ValueError(f"num_units={num_units!r} is invalid: must be an integer >= 1")
     if not isinstance(period, int) or isinstance(period, bool) or not 1 <= period <= num_units:
