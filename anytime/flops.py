@@ -1,4 +1,4 @@
-"""Cost of reaching each head, measured with PyTorch's FLOP counter (spec §6), not estimated by hand.
+"""Cost of reaching each head, measured with PyTorch's FLOP counter (METHOD.md §6), not estimated by hand.
 
 One forward pass of one sample runs under ``FlopCounterMode``; its per-module breakdown gives the stem, each
 unit and each head separately, so the cumulative cost of head k is stem + units up to it + head k only (the
@@ -52,7 +52,7 @@ def forward_flops(model: AnytimeNet, input_shape: Sequence[int], until: int | No
 
 
 def head_costs(model: AnytimeNet, input_shape: Sequence[int]) -> list[int]:
-    """Cumulative FLOPs per sample to reach each head: stem + units up to it + that head only (spec §6)."""
+    """Cumulative FLOPs per sample to reach each head: stem + units up to it + that head (METHOD.md §6)."""
     flops = _module_flops(model, input_shape, None)
     stem = flops.get("stem", 0)
     units = [flops.get(f"units.{i}", 0) for i in range(len(model.units))]

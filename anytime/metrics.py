@@ -1,4 +1,4 @@
-"""Evaluation of one anytime network (spec §6): per-head errors, milestones, relative increase, anytime AUC.
+"""Evaluating one anytime network (METHOD.md §6): per-head errors, milestones, relative increase, anytime AUC.
 
 Heads are 0-based; ``costs[k]`` is the cumulative cost (FLOPs) of reaching head ``k``, so it never decreases,
 and the last head is the final output. Errors are fractions in [0, 1] (any non-negative scale works).
@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 
-# Fractions of the final head's cost at which anytime networks are compared with OPT (spec §6).
+# Fractions of the final head's cost at which anytime networks are compared with OPT (METHOD.md §6).
 MILESTONES: dict[str, Fraction] = {
     "0.25": Fraction(1, 4),
     "0.5": Fraction(1, 2),
@@ -22,7 +22,7 @@ MILESTONES: dict[str, Fraction] = {
 
 
 def reported_topk(num_classes: int) -> tuple[int, ...]:
-    """The spec's reporting rule: top-1 always, top-5 too for datasets with at least 100 classes."""
+    """METHOD.md §6's reporting rule: top-1 always, top-5 too for datasets with at least 100 classes."""
     return (1, 5) if num_classes >= 100 else (1,)
 
 

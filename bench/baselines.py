@@ -51,8 +51,8 @@ def model_pair(args: argparse.Namespace) -> tuple[AnytimeNet, AnytimeNet]:
 def plain_counterpart(model: AnytimeNet) -> AnytimeNet:
     """The same architecture with a single head after the last unit (a plain ResNet of that depth).
 
-    With N units, a prediction period of N puts the only head after unit N-1 (spec §1), so the library builds
-    the baseline itself and the comparison isolates exactly the cost of the extra heads.
+    With N units, a prediction period of N puts the only head after unit N-1 (METHOD.md §1), so the library
+    builds the baseline itself and the comparison isolates exactly the cost of the extra heads.
     """
     num_units = model.head_units[-1] + 1
     plain = create_model(**{**model.config, "period": num_units})

@@ -80,7 +80,7 @@ def main() -> None:
     amp = args.amp and device.type == "cuda"
 
     def library_epoch(net, net_optimizer, net_scaler, strategy):
-        # epoch=1: the no-regret learners only start learning after epoch 0 (spec §5), so time them learning
+        # epoch=1: no-regret learners only start learning after epoch 0 (METHOD.md §5), so time them learning
         return lambda: train_one_epoch(
             net,
             batches,

@@ -128,7 +128,7 @@ def markdown(summary: dict, figures: Mapping[str, str]) -> str:
         ]
         lines += _table(header, rows)
     if summary["member_vs_opt"]:
-        lines += ["## Members against OPT (spec §6)", ""]
+        lines += ["## Members against OPT (METHOD.md §6)", ""]
         lines += _table(
             ["member", "head", "FLOPs", "test error", "OPT error", "rel. increase (%)"],
             [

@@ -1,8 +1,11 @@
 """DVC stage ``tune``: Ray Tune search over the weighting strategy, its hyperparameters and the optimiser.
 
 Each trial trains the tuned member (``tune.member``, a network of the train section) for ``tune.epochs`` with
-one sample of ``tune.space`` (see :mod:`pipelines.tuning.trial`) and is judged on the validation split only:
-the area under its anytime error curve (``val_auc``) or the error at a milestone head (``val_top1``).
+one sample of ``tune.space`` (see :mod:`pipelines.tuning.trial`) and is judged on the validation split only,
+on the heads that member is trained for: the area under its anytime error curve (``val_auc``) or the error at
+a milestone head (``val_top1``). A member with EANN weights (any but the first, by default) is trained only
+from half its depth, so its objective starts at that head (METHOD.md §6): its untrained first half, at
+chance level by design, would otherwise make up most of the area.
 Outputs in ``outputs/tune/``: every trial (``trials.csv`` / ``trials.parquet``), every epoch of every trial
 (``history.csv``), a figure (``trials.png``), the winner (``best.json``) and its settings as train params
 (``best_params.yaml``, ``train.<section>.<key>: value``) to use with
@@ -34,8 +37,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
 from anytime.data import load_manifest
+from anytime.flops import head_costs
+from anytime.metrics import milestone_heads
+from anytime.models import create_model
+from anytime.weighting import eann_first_head
 from pipelines import cli
 from pipelines.config import Params, TrainParams, load_params
+from pipelines.config.train import MILESTONE_KEYS, MemberParams
 from pipelines.config.tune import TuneParams
 from pipelines.io import atomic_path, write_json
 from pipelines.paths import TUNE_BEST_PARAMS, TUNE_DIR
@@ -44,15 +52,32 @@ from pipelines.training.run_plan import (
     code_digest,
     fingerprint,
     member_entries,
-    member_milestone_heads,
     resolve_shards,
     run_config,
 )
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
-from pipelines.tuning.trial import TrialPlan, run_trial
+from pipelines.tuning.trial import Objective, TrialPlan, run_trial
 
 # Settings that change where or how fast the search runs, not what it finds.
 NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "driver_memory_mb")
+
+
+def member_objective(tp: TuneParams, entry: MemberParams, member: dict) -> Objective:
+    """The objective over the heads the member is trained for (EANN weights: half on, METHOD.md §6)."""
+    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
+    head = milestone_heads(costs)[MILESTONE_KEYS[tp.milestone]]
+    first = eann_first_head(len(costs)) if entry.eann_weights else 0
+    if tp.objective == "val_top1":
+        if head is None:
+            raise cli.UserError(
+                f"tune.milestone = {tp.milestone}: member {entry.name} has no head that cheap"
+            )
+        if head < first:
+            raise cli.UserError(
+                f"tune.milestone = {tp.milestone}: head {head} of member {entry.name} is left untrained by "
+                f"its EANN weights (heads 0..{first - 1}); choose a later milestone or objective val_auc"
+            )
+    return Objective(tp.objective, tuple(costs), first, head if head is not None else -1)
 
 
 def tuned_train(params: Params) -> TrainParams:
@@ -76,12 +101,14 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
     shards = resolve_shards(params.train, params.data.dataset)
     manifest = load_manifest(shards, endpoint_url=params.data.endpoint_url)
     base = run_config(train, entry, manifest, shards=shards, endpoint_url=params.data.endpoint_url)
-    head = member_milestone_heads(base)[tp.milestone]
-    if tp.objective == "val_top1" and head is None:
-        raise cli.UserError(f"tune.milestone = {tp.milestone}: member {entry.name} has no head that cheap")
+    objective = member_objective(tp, entry, base)
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
     trained = {k: v for k, v in base.items() if k != "weighting"}  # every trial replaces the weighting
-    digest = fingerprint({"tune": search, "member": trained}, manifest, code_digest())
+    digest = fingerprint(
+        {"tune": search, "member": trained, "objective_first_head": objective.first_head},
+        manifest,
+        code_digest(),
+    )
     experiment = f"{tp.name}-{digest[:12]}"
     plan = TrialPlan(
         train=train,
@@ -89,8 +116,7 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
         shards=shards,
         endpoint_url=params.data.endpoint_url,
         space=tp.space,
-        objective=tp.objective,
-        head=head if head is not None else -1,
+        objective=objective,
         train_storage=f"{storage_uri(tp.storage_path).rstrip('/')}/{experiment}/trials",
         max_failures=tp.max_failures,
     )
@@ -244,11 +270,12 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
             frame.to_csv(tmp, index=False)
 
 
-def write_outputs(results: tune.ResultGrid, plan: TrialPlan, tp: TuneParams, experiment: str) -> dict:
+def write_outputs(results: tune.ResultGrid, plan: TrialPlan, params: Params, experiment: str) -> dict:
+    tp = params.tune
     trials, history = tables(results, plan, tp.epochs)
     best = pick_best(trials)
     chosen = next(r for r in results if Path(r.path).name == best["trial_id"])
-    overrides = flat_overrides(trial_overrides(plan.space, chosen.config))
+    overrides = flat_overrides(trial_overrides(plan.space, chosen.config), params.train)
     for name in ("trials.csv", "trials.parquet"):
         write_table(trials, TUNE_DIR / name)
     write_table(history, TUNE_DIR / "history.csv")
@@ -316,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         print("error: tuning interrupted; re-run the stage to resume it", file=sys.stderr)
         sys.exit(130)
     try:
-        summary = write_outputs(results, plan, params.tune, experiment)
+        summary = write_outputs(results, plan, params, experiment)
     except RuntimeError as exc:  # every trial failed: nothing to write, the Ray log above says why
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

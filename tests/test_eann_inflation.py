@@ -1,4 +1,4 @@
-"""EANN schedules and cost inflation: exact values vs a brute-force grid simulation, and the §7 limits."""
+"""EANN schedules and cost inflation: exact values vs a brute-force grid simulation; METHOD.md §7 limits."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Per-head FLOPs (spec §6) measured with torch's FLOP counter, checked against hand counts and for real."""
+"""Per-head FLOPs (METHOD.md §6) measured with torch's FLOP counter, checked by hand counts and for real."""
 
 import itertools
 
@@ -37,7 +37,7 @@ def test_projection_shortcut_is_counted():
 
 
 def test_heads_cost_under_two_percent_of_single_head_backbone():
-    """Spec §1's 'cheap heads': all 27 heads of ResANN n=9, c=16 on 3x32x32 vs the same net with one head."""
+    """METHOD.md §1's cheap heads: all 27 heads of ResANN n=9, c=16 on 3x32x32 vs the same net, one head."""
     anytime_net = create_model("resann", n=9, c=16, period=1)
     single_head = create_model("resann", n=9, c=16, period=27)
     assert anytime_net.num_heads == 27 and single_head.num_heads == 1

@@ -1,4 +1,4 @@
-"""Evaluation metrics (spec §6) on hand-checkable numbers."""
+"""Evaluation metrics (METHOD.md §6) on hand-checkable numbers."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Anytime models: spec §1 architecture, head placement, lazy/early-stopping forward, OPT(j), registry."""
+"""Anytime models: METHOD.md §1 architecture, head placement, lazy/early-stopping forward, OPT(j), names."""
 
 import itertools
 import math

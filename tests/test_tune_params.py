@@ -13,11 +13,14 @@ import yaml
 from dvc.utils.hydra import apply_overrides
 from ray.tune.search.variant_generator import generate_variants
 
-from anytime.weighting import create_strategy
+from anytime.metrics import anytime_auc, milestone_heads
+from anytime.weighting import create_strategy, eann_first_head
+from pipelines.cli import UserError
 from pipelines.config import load_params, validate_params
-from pipelines.tune import pick_best, plot_trials
+from pipelines.config.train import MemberParams
+from pipelines.tune import member_objective, pick_best, plot_trials
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
-from pipelines.tuning.trial import objective_value
+from pipelines.tuning.trial import Objective
 from tests.fixtures.params import ROOT, error_for, project_params, with_section
 
 STATIC = {"const", "linear", "half_end", "sieve", "exp_lin"}
@@ -122,7 +125,7 @@ def test_best_params_apply_through_dvc_overrides(tmp_path, monkeypatch):
     overrides = trial_overrides(space, config)
     out = tmp_path / "outputs/tune/best_params.yaml"
     out.parent.mkdir(parents=True)
-    out.write_text(yaml.safe_dump(flat_overrides(overrides), sort_keys=False))
+    out.write_text(yaml.safe_dump(flat_overrides(overrides, load_params(ROOT / "params.yaml").train)))
     printed = subprocess.run(
         [sys.executable, "-m", "pipelines.tune", "--print-overrides", str(out)],
         check=True,
@@ -142,6 +145,7 @@ def test_best_params_apply_through_dvc_overrides(tmp_path, monkeypatch):
     assert train.optimizer.lr == overrides["optimizer"]["lr"]
     assert train.optimizer.weight_decay == overrides["optimizer"]["weight_decay"]
     assert train.optimizer.momentum == raw["train"]["optimizer"]["momentum"]  # untouched
+    assert train.eann.eann_weights is False  # AdaLoss takes none: the applied params validate
 
 
 def test_print_overrides_without_results_is_one_clear_error(tmp_path):
@@ -156,10 +160,53 @@ def test_print_overrides_without_results_is_one_clear_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+COSTS = (1, 2, 3, 4, 5, 6)  # six heads at equal steps: AUC pieces of 1/6
+
+
 def test_objective_reads_validation_metrics_only():
-    metrics = {"val_auc": 0.3, "val_top1": [0.5, 0.4, 0.2], "test_top1": [0.0, 0.0, 0.0], "test_auc": 0.0}
-    assert objective_value(metrics, "val_auc", head=2) == 0.3
-    assert objective_value(metrics, "val_top1", head=1) == 0.4
+    metrics = {"val_top1": [0.5, 0.4, 0.3, 0.3, 0.2, 0.1], "test_top1": [0.0] * 6, "test_auc": 0.0}
+    # A standalone member: the whole-curve AUC, (0.5 + 0.5 + 0.4 + 0.3 + 0.3 + 0.2) / 6.
+    assert Objective("val_auc", COSTS, 0, -1).value(metrics) == pytest.approx(2.2 / 6)
+    assert Objective("val_auc", COSTS, 0, -1).value(metrics) == anytime_auc(COSTS, metrics["val_top1"])
+    assert Objective("val_top1", COSTS, 0, 4).value(metrics) == 0.2
+
+
+def test_objective_of_an_eann_member_ignores_the_heads_its_weights_leave_untrained():
+    # Heads 0..2 are at chance (EANN weights zero them); the trained half reaches 20%, 15%, 10%.
+    untrained, trained = [0.9, 0.9, 0.9], [0.2, 0.15, 0.1]
+    objective = Objective("val_auc", COSTS, eann_first_head(6), -1)
+    value = objective.value({"val_top1": untrained + trained})
+    # Budget before head 3 is charged head 3's error: (4 * 0.2 + 0.2 + 0.15) / 6.
+    assert value == pytest.approx(1.15 / 6)
+    assert Objective("val_auc", COSTS, 0, -1).value({"val_top1": untrained + trained}) == pytest.approx(
+        3.95 / 6
+    )
+    # Whatever the untrained heads do, trials are ranked by the trained ones alone.
+    assert objective.value({"val_top1": [0.1, 0.5, 1.0, *trained]}) == value
+    assert objective.value({"val_top1": [*untrained, 0.2, 0.1, 0.1]}) < value
+
+
+def member_config(n: int) -> dict:
+    model = {"name": "resann", "n": n, "c": 4, "period": 1, "shortcut": "pad", "num_classes": 10}
+    return {"model": {**model, "in_channels": 1}, "input_shape": [1, 8, 8]}
+
+
+@pytest.mark.parametrize(("eann_weights", "first_head"), [(False, 0), (True, 6)])
+def test_member_objective_starts_at_the_first_trained_head(eann_weights, first_head):
+    tune = validate_params(with_tune(objective="val_auc")).tune
+    entry = MemberParams(name="m2", n=4, eann_weights=eann_weights)
+    objective = member_objective(tune, entry, member_config(4))
+    assert (len(objective.costs), objective.first_head) == (12, first_head)
+
+
+def test_val_top1_at_an_untrained_head_is_one_clear_error():
+    tune = validate_params(with_tune(objective="val_top1", milestone=0.25)).tune
+    entry = MemberParams(name="m2", n=4, eann_weights=True)
+    with pytest.raises(UserError, match=r"head \d of member m2 is left untrained .* \(heads 0\.\.5\)"):
+        member_objective(tune, entry, member_config(4))
+    later = validate_params(with_tune(objective="val_top1", milestone=0.75)).tune
+    objective = member_objective(later, entry, member_config(4))
+    assert objective.head == milestone_heads(objective.costs)["0.75"] >= objective.first_head
 
 
 def trials_frame() -> pd.DataFrame:

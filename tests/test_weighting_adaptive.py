@@ -1,4 +1,4 @@
-"""Alternating weights (spec §3) and AdaLoss (spec §4): sampling, schedule, worked example, resumption."""
+"""Alternating weights (METHOD.md §3) and AdaLoss (§4): sampling, schedule, worked example, resumption."""
 
 import io
 
@@ -100,6 +100,14 @@ def test_alternating_bad_hyperparameters(kwargs, fragment):
     assert fragment in str(info.value)
 
 
+def test_alternating_defaults_to_sieve_like_the_papers_aann():
+    K = 8
+    default, sieve = create_strategy("alternating", K), create_strategy("alternating", K, scheme="sieve")
+    assert torch.equal(default.weights(), sieve.weights())
+    assert default.weights().tolist() == pytest.approx([r / 11 for r in [1, 2, 1, 3, 1, 2, 1, 11 + 11]])
+    assert selected_heads(default, 40, K) == selected_heads(sieve, 40, K)
+
+
 def test_alternating_refuses_a_state_dict_of_another_strategy():
     s = create_strategy("alternating", 4)
     with pytest.raises(ValueError, match="generator"):
@@ -114,11 +122,13 @@ LBAR = torch.tensor([2.0, 1.5, 1.2, 1.0])
 def test_adaloss_worked_example():
     # The rule to the last bit, 1e-8 term included: u = (1/lbar + 1e-8) / (1/min(lbar) + 1e-8).
     u = [(1 / x + 1e-8) / (1 + 1e-8) for x in LBAR.double().tolist()]
-    assert adaloss_weights(LBAR, gamma=0.07).tolist() == pytest.approx(
+    assert adaloss_weights(LBAR, gamma=0.07, final_extra=0.0).tolist() == pytest.approx(
         [0.93 * x + 0.07 for x in u], abs=1e-15
     )
-    # The spec's rounded decimals.
-    assert adaloss_weights(LBAR, gamma=0.07).tolist() == pytest.approx([0.535, 0.690, 0.845, 1.0], abs=1e-7)
+    # METHOD.md §4's rounded decimals.
+    assert adaloss_weights(LBAR, gamma=0.07, final_extra=0.0).tolist() == pytest.approx(
+        [0.535, 0.690, 0.845, 1.0], abs=1e-7
+    )
     assert adaloss_weights(LBAR, gamma=0.07, final_extra=1.0).tolist() == pytest.approx(
         [0.3025, 0.380, 0.4575, 1.0], abs=1e-7
     )
@@ -137,8 +147,17 @@ def test_adaloss_strategy_reaches_the_worked_example_from_its_first_loss(final_e
     assert w.tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def test_adaloss_defaults_are_the_papers_run():
+    # U = 1 and e = 0.5: CONST for step 1 only, then u = [1/3, 4/9, 5/9, 1] and w = 0.93 u + 0.07.
+    s = create_strategy("adaloss", 4)
+    assert (s.gamma, s.momentum, s.update_period, s.final_extra) == (0.07, 0.9, 1, 0.5)
+    assert torch.equal(s.weights(), torch.ones(4))
+    s.update(LBAR)
+    assert s.weights().tolist() == pytest.approx([0.38, 0.48333333, 0.58666667, 1.0], abs=1e-6)
+
+
 def test_adaloss_ema_and_update_schedule():
-    s = create_strategy("adaloss", 2, update_period=3)
+    s = create_strategy("adaloss", 2, update_period=3, final_extra=0.0)
     stream = [[2.0, 1.0], [1.0, 1.0], [1.0, 1.0], [5.0, 1.0], [5.0, 1.0], [1.0, 1.0]]
     seen = []
     for losses in stream:
@@ -153,7 +172,7 @@ def test_adaloss_ema_and_update_schedule():
 
 
 def test_adaloss_handles_a_zero_average_loss():
-    s = create_strategy("adaloss", 3, update_period=1)
+    s = create_strategy("adaloss", 3, final_extra=0.0)
     s.update(torch.tensor([0.5, 0.0, 0.0]))
     w = s.weights()
     assert torch.isfinite(w).all()

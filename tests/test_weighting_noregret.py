@@ -1,4 +1,4 @@
-"""No-regret layer selection (spec §5): rewards, one step by hand, invariants, learning, resumption."""
+"""No-regret layer selection (METHOD.md §5): rewards, one step by hand, invariants, learning, resumption."""
 
 import io
 import math

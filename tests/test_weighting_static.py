@@ -1,4 +1,4 @@
-"""Static schemes (spec §2): the worked vectors exactly, normalisations, EANN zeroing, registry, bad input."""
+"""Static schemes (METHOD.md §2): worked vectors exactly, normalisations, EANN zeroing, names, bad input."""
 
 import io
 

@@ -1,4 +1,4 @@
-"""EANNs (spec §7): schedules on W FIFO workers, cost inflation, assembly by validation error, and real
+"""EANNs (METHOD.md §7): schedules on W FIFO workers, cost inflation, assembly by validation error, and real
 anytime predictors that run a network head by head and stop when the budget runs out."""
 
 from anytime.eann.assembly import EannCurve, MemberCurve, eann_curve, load_member, opt_curve, opt_plus_curve

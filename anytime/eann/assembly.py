@@ -1,4 +1,4 @@
-"""Assemble trained members into an EANN and trace its error against wall-clock budget (spec §7).
+"""Assemble trained members into an EANN and trace its error against wall-clock budget (METHOD.md §7).
 
 At every budget the candidates are outputs already computed: the final head of finished members and the
 latest finished head of running members. The answer is the candidate with the lowest *validation* error;
@@ -115,8 +115,8 @@ def _candidates(runs: Sequence[Run], members: Sequence[MemberCurve], t: float, s
 def eann_curve(members: Sequence[MemberCurve], workers: int = 1, *, sequential: bool = False) -> EannCurve:
     """Trace the EANN of ``members`` (in depth order) on ``workers`` FIFO workers; choose by validation error.
 
-    ``sequential=True`` (one worker only) applies the spec's two-candidate rule. Ties in validation error go
-    to the deeper output. Breakpoints are exactly the times at which some head finishes.
+    ``sequential=True`` (one worker only) applies METHOD.md §7's two-candidate rule. Ties in validation error
+    go to the deeper output. Breakpoints are exactly the times at which some head finishes.
     """
     if sequential and workers != 1:
         raise ValueError(f"workers={workers!r} is invalid with sequential=True (one worker)")

@@ -5,7 +5,7 @@ rest). One threshold is chosen on the validation split so that the *average* per
 (larger thresholds keep samples longer, so the cost is monotone in it and a search over the observed
 confidences finds the best fit). At test time exits are real: samples that leave are dropped from the batch,
 so the units after their exit never see them. Heads before ``first_exit`` never let a sample leave: use it
-for members trained with EANN weights, whose first half of heads carries no loss (spec §2) and is useless.
+for members trained with EANN weights, whose first half of heads carries no loss (METHOD.md §2): useless.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def schedule_summary(
 
 
 def member_vs_opt(members: Sequence[MemberCurve], opts: Sequence[MemberCurve]) -> list[dict]:
-    """Spec §6 comparison: each member head j that has an OPT(j) run, its error against OPT's."""
+    """METHOD.md §6 comparison: each member head j that has an OPT(j) run, its error against OPT's."""
     by_name = {m.name: m for m in members}
     rows = []
     for opt in opts:

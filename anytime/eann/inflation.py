@@ -1,4 +1,4 @@
-r"""Cost inflation of an EANN schedule: how much more budget it needs than the network it matches (spec §7).
+r"""Cost inflation of an EANN schedule: the budget it needs over the network it matches (METHOD.md §7).
 
 Model. Member k (cost ``c_k``, run on its worker during ``[S_k, F_k)``) is *near-optimal from a fraction
 phi of its depth*: once it has computed ``x >= phi * c_k`` its latest head is as good as an optimal network
@@ -31,9 +31,9 @@ is matched with the larger ``u - a``). Hence ``D(u) = max(1/b, (u - a) [u >= a +
     average = [ b/2 ((a+theta)^2 - ((a+1)/b)^2) + (1 - theta) + a ln(1/theta) ] / ((a+1)(1 - 1/b)).
 
 The period is self-similar and carries a fraction ``-> 1`` of any long budget range, so the uniform average
-over ``[c_0, F_last]`` tends to this per-period average. Checks against spec §7 (sequential, W = 1):
+over ``[c_0, F_last]`` tends to this per-period average. Checks against METHOD.md §7 (sequential, W = 1):
 final outputs only (phi = 1) gives ``b^2/(b-1)`` (4 at b = 2) and average ``b(b+1)/(2(b-1))`` (3 at b = 2);
-near-optimal from half depth gives ``b/(b-1) + max(b/2, 1)`` (3 at b = 2, and the spec's ``1 + b/(b-1)``
+near-optimal from half depth gives ``b/(b-1) + max(b/2, 1)`` (3 at b = 2, and the papers' ``1 + b/(b-1)``
 for every ``b <= 2``).
 """
 

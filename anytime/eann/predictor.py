@@ -9,7 +9,7 @@ for, so stopping the loop means nothing past the last requested head is computed
   the latest output completed by then; the worker stops after the head it is computing.
 
 Which output is answered: for one ANN the latest head; for an EANN (several members, ``val_errors`` given) the
-spec §7 rule, i.e. the lower validation error of the latest finished member's final head and the running
+METHOD.md §7 rule, i.e. the lower validation error of the latest finished member's final head and the running
 member's latest head.
 """
 
@@ -55,7 +55,7 @@ class AnytimePredictor:
     """Run one ANN or an EANN (members in depth order) head by head under a budget.
 
     ``input_shape`` (one sample's ``(C, H, W)``) is needed to count FLOPs; ``val_errors[m][k]`` (validation
-    top-1 error of member ``m``'s head ``k``) selects between candidates as in spec §7. Models are put in
+    top-1 error of member ``m``'s head ``k``) selects between candidates as in METHOD.md §7. Models are put in
     eval mode. After a hard deadline the worker thread may still finish the head it was computing (under
     ``no_grad``, so it only reads the weights); its result is discarded.
     """
@@ -97,7 +97,7 @@ class AnytimePredictor:
                 yield m, k, logits
 
     def _choose(self, new: tuple[int, int, Tensor], finals: dict[int, tuple]) -> tuple[int, int, Tensor]:
-        """The answer once ``new`` is computed: spec §7's choice on validation error, else the latest head."""
+        """The answer once ``new`` is computed: METHOD.md §7's choice by validation error, else the latest."""
         m, k, _ = new
         if self.val_errors is None or k == self.models[m].num_heads - 1 or m - 1 not in finals:
             return new  # a member's final head is the latest finished output and no member runs yet

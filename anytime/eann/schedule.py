@@ -1,4 +1,4 @@
-"""When each EANN member runs: the sequential schedule and FIFO schedules on W parallel workers (spec §7).
+"""When each EANN member runs: the sequential schedule and FIFO schedules on W workers (METHOD.md §7).
 
 Members are queued by depth; a free worker takes the next one. Time is wall-clock measured in the same
 unit as the costs (FLOPs of one sample on one worker), so a budget ``t`` means "``t`` FLOPs per worker".

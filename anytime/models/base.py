@@ -1,7 +1,7 @@
 """The anytime network skeleton shared by every architecture: stem, units, heads after chosen units.
 
-Architectures only build a stem and a list of residual units; this module places the heads (spec §1), runs
-them lazily so that stopping after head k really skips the rest, and builds OPT(j) truncations.
+Architectures only build a stem and a list of residual units; this module places the heads (METHOD.md §1),
+runs them lazily so that stopping after head k really skips the rest, and builds OPT(j) truncations.
 """
 
 from collections.abc import Iterator, Sequence
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 
 def head_positions(num_units: int, period: int) -> list[int]:
-    """0-based units followed by a head: (N-1) mod s, then every s-th unit; the last unit has one (§1)."""
+    """0-based units followed by a head: (N-1) mod s, then every s-th; the last has one (METHOD.md §1)."""
     if not isinstance(num_units, int) or num_units < 1:
         raise ValueError(f"num_units={num_units!r} is invalid: must be an integer >= 1")
     if not isinstance(period, int) or isinstance(period, bool) or not 1 <= period <= num_units:
@@ -76,7 +76,7 @@ class AnytimeNet(nn.Module):
         period: int,
         truncate_at: int | None,
     ) -> None:
-        """Place heads per spec §1 on the full backbone, then keep units/heads up to head ``truncate_at``."""
+        """Place heads per METHOD.md §1 on the full backbone, then keep units/heads up to ``truncate_at``."""
         check_positive_int("num_classes", num_classes)
         positions = head_positions(len(units), period)
         if truncate_at is not None:

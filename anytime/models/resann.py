@@ -1,4 +1,4 @@
-"""ResANN for small images (spec §1): 3x3 stem, three groups of n pre-activation basic units (c, 2c, 4c)."""
+"""ResANN for small images (METHOD.md §1): 3x3 stem, three groups of n pre-activation basic units, c/2c/4c."""
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,7 @@ class BasicUnit(nn.Module):
 
 
 class ResANN(AnytimeNet):
-    """ResANN of depth 6n+2 with N = 3n units; heads every ``period`` units ending at the last (spec §1)."""
+    """ResANN of depth 6n+2, N = 3n units; heads every ``period`` units ending at the last (METHOD.md §1)."""
 
     def __init__(
         self,

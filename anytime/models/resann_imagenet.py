@@ -1,4 +1,4 @@
-"""Bottleneck ResANN for ImageNet-size images (spec §1): ResNet-26/50/101 layouts with anytime heads.
+"""Bottleneck ResANN for ImageNet-size images (METHOD.md §1): ResNet-26/50/101 layouts with anytime heads.
 
 Units are pre-activation bottlenecks so that every head (BN-ReLU-pool-linear) sees the raw residual stream,
 as in the small-image ResANN; the stride sits on the 3x3 conv (torchvision's "ResNet v1.5").

@@ -20,7 +20,7 @@ from anytime.weighting.noregret import (
     RandomWeightedMajority,
     relative_rewards,
 )
-from anytime.weighting.static import NORMALISATIONS, SCHEMES, StaticStrategy, static_weights
+from anytime.weighting.static import NORMALISATIONS, SCHEMES, StaticStrategy, eann_first_head, static_weights
 
 __all__ = [
     "NORMALISATIONS",
@@ -36,6 +36,7 @@ __all__ = [
     "WeightingStrategy",
     "adaloss_weights",
     "create_strategy",
+    "eann_first_head",
     "list_strategies",
     "register_strategy",
     "relative_rewards",

@@ -1,4 +1,4 @@
-"""AdaLoss (spec §4): weights inversely proportional to each head's running-average loss.
+"""AdaLoss (METHOD.md §4): weights inversely proportional to each head's running-average loss.
 
 Balancing the losses to the same scale minimises, in the limit, the geometric mean of the expected losses
 (the gradient of sum_i log l_i is sum_i grad(l_i) / l_i); the final head can be favoured with ``final_extra``.
@@ -20,7 +20,7 @@ from anytime.weighting.base import (
 )
 
 
-def adaloss_weights(lbar: Tensor, gamma: float, final_extra: float = 0.0) -> Tensor:
+def adaloss_weights(lbar: Tensor, gamma: float, final_extra: float) -> Tensor:
     """The reference rule: u = 1/lbar + 1e-8, u /= max, u_K += e, u /= max, w = (1 - gamma) u + gamma.
 
     An average loss of exactly 0 (a head that fits its minibatches perfectly in float32) counts as 1e-12,
@@ -37,8 +37,10 @@ def adaloss_weights(lbar: Tensor, gamma: float, final_extra: float = 0.0) -> Ten
 class AdaLoss(WeightingStrategy):
     """EMA of the per-head losses after every step; weights recomputed from it every ``update_period`` steps.
 
-    Weights are 1 (CONST) until the first recomputation. Under data-parallel training the loop passes
-    globally averaged losses, so every rank holds the same EMA and the same weights.
+    The defaults are the papers' run (METHOD.md §4): recomputed every step (U = 1) with ``final_extra`` 0.5,
+    not the reference weighting class's own U = 100, e = 0. Weights are 1 (CONST) until the first
+    recomputation. Under data-parallel training the loop passes globally averaged losses, so every rank
+    holds the same EMA and the same weights.
     """
 
     def __init__(
@@ -47,8 +49,8 @@ class AdaLoss(WeightingStrategy):
         *,
         gamma: float = 0.07,
         momentum: float = 0.9,
-        update_period: int = 100,
-        final_extra: float = 0.0,
+        update_period: int = 1,
+        final_extra: float = 0.5,
     ) -> None:
         super().__init__(num_heads)
         self.gamma = check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)

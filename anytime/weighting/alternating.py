@@ -1,7 +1,7 @@
-"""Alternating weights (spec §3): the static B plus extra weight on one sampled head per step.
+"""Alternating weights (METHOD.md §3): the static B plus extra weight on one sampled head per step.
 
 The emphasis machinery (which head, how much extra, the seeded generator) is shared with the no-regret
-learners of spec §5, which only change the distribution the head is drawn from.
+learners of METHOD.md §5, which only change the distribution the head is drawn from.
 """
 
 from __future__ import annotations
@@ -74,13 +74,16 @@ class EmphasisStrategy(WeightingStrategy):
 
 @register_strategy("alternating")
 class Alternating(EmphasisStrategy):
-    """Sample head s with probability B_s / sum(B): in expectation the proportions of B are kept."""
+    """Sample head s with probability B_s / sum(B): in expectation the proportions of B are kept.
+
+    The default base is SIEVE, as in the papers' alternating ANN (AANN, METHOD.md §3).
+    """
 
     def __init__(
         self,
         num_heads: int,
         *,
-        scheme: str = "const",
+        scheme: str = "sieve",
         rho: float = 2.0,
         seed: int = 0,
         normalisation: str = "last",

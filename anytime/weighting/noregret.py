@@ -1,6 +1,6 @@
-"""No-regret layer selection (spec §5): learn which head to emphasise from relative loss reductions.
+"""No-regret layer selection (METHOD.md §5): learn which head to emphasise from relative loss reductions.
 
-Each step one head is sampled and gets the extra weight of alternating (spec §3) on top of a static base;
+Each step one head is sampled and gets the extra weight of alternating (METHOD.md §3) on top of a static base;
 instead of B's proportions, the sampling distribution p is learned online from rewards. Learning starts
 after the first epoch (``start_epoch(1)``); during epoch 0 p stays uniform. Every learner keeps
 p = (1 - gamma) q + gamma / K for a probability vector q, so p_i >= gamma / K always.

@@ -1,8 +1,8 @@
-"""Static weight schemes B (spec §2) and the strategy that always returns them.
+"""Static weight schemes B (METHOD.md §2) and the strategy that always returns them.
 
 Weights are computed in exact rational arithmetic and rounded to float once at the end, so e.g. SIEVE's
 normalised K = 8 vector is exactly ``[r / 11 for r in raw]`` and tests can compare with ``==``.
-Heads are 0-based here: the spec's head ``i`` is index ``i - 1``, and ``K - 1`` is the final head.
+Heads are 0-based, as in METHOD.md: the papers' head ``i`` is index ``i - 1``; ``K - 1`` is the final head.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _sieve(K: int) -> list[Fraction]:
 
 
 def _exp_lin(K: int) -> list[Fraction]:
-    """The project's reconstruction (spec §2): head at distance 2^k from the end gets k + 1, others 1."""
+    """The project's reconstruction (METHOD.md §2): head at distance 2^k from the end gets k + 1, others 1."""
     raw = [1] * (K - 1)
     k = 0
     while 2**k < K:
@@ -67,10 +67,15 @@ _SCHEMES: dict[str, tuple[Callable[..., list[Fraction]], int]] = {
 SCHEMES = tuple(_SCHEMES)
 
 
+def eann_first_head(num_heads: int) -> int:
+    """The first head EANN weights train: they zero heads 0..floor(K/2) - 1 (METHOD.md §2, §7)."""
+    return check_int("num_heads", num_heads, low=1) // 2
+
+
 def static_weights(
     scheme: str, K: int, normalisation: str = "last", eann: bool = False, *, j: int | None = None
 ) -> list[float]:
-    """The static weight vector B of ``scheme`` for K heads (spec §2).
+    """The static weight vector B of ``scheme`` for K heads (METHOD.md §2).
 
     ``normalisation``: ``"last"`` (default: final weight 1, so the final head trains as a plain network of
     its depth would), ``"sum"`` (weights sum to 1) or ``"none"`` (raw). ``eann=True`` zeroes the first
@@ -94,9 +99,10 @@ def static_weights(
     else:
         raw = build(K)
     if eann:
-        raw = [Fraction(0)] * (K // 2) + raw[K // 2 :]
+        first = eann_first_head(K)
+        raw = [Fraction(0)] * first + raw[first:]
         if not any(raw):
-            raise ValueError(f"j={j!r} is invalid with eann=True: heads 0..{K // 2 - 1} are zeroed for K={K}")
+            raise ValueError(f"j={j!r} is invalid with eann=True: heads 0..{first - 1} are zeroed for K={K}")
     if scheme != "opt" and normalisation != "none":
         scale = raw[-1] if normalisation == "last" else sum(raw)
         raw = [w / scale for w in raw]
@@ -139,7 +145,7 @@ def _register_static(scheme: str) -> None:
         def make(num_heads: int, *, normalisation: str = "last", eann: bool = False) -> StaticStrategy:
             return StaticStrategy(num_heads, scheme=scheme, normalisation=normalisation, eann=eann)
 
-    make.__doc__ = f"Static weighting with scheme {scheme!r} (spec §2)."
+    make.__doc__ = f"Static weighting with scheme {scheme!r} (METHOD.md §2)."
     register_strategy(scheme)(make)
 
 

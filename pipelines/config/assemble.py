@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 
 class AssembleParams(BaseModel):
-    """EANN assembly (spec §7) and the numbers the report stage shows."""
+    """EANN assembly (METHOD.md §7) and the numbers the report stage shows."""
 
     model_config = ConfigDict(extra="forbid")
 

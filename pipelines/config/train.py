@@ -32,7 +32,7 @@ class _Section(BaseModel):
 
 
 class ResANNParams(_Section):
-    """ResANN for small images (spec §1); ``n`` comes from the member."""
+    """ResANN for small images (METHOD.md §1); ``n`` comes from the member."""
 
     name: Literal["resann"] = "resann"
     c: PositiveInt = 16
@@ -127,7 +127,7 @@ class MemberParams(_Section):
 
 
 class OptBaselineParams(_Section):
-    """OPT(j) networks (spec §6) at the milestone heads of the named members (``last`` = deepest member)."""
+    """OPT(j) networks (METHOD.md §6) at the milestone heads of the named members (``last`` = the deepest)."""
 
     members: list[str] = Field(default_factory=lambda: ["last"])
     milestones: list[MilestoneFraction] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1])

@@ -159,7 +159,7 @@ class _Candidate(_Section):
 
 
 class StaticCandidate(_Candidate):
-    """A fixed weight vector (spec §2): the scheme is the searched dimension."""
+    """A fixed weight vector (METHOD.md §2): the scheme is the searched dimension."""
 
     strategy: Literal["static"]
     # Every scheme of the library but OPT(j), which needs the head j.
@@ -172,7 +172,7 @@ class StaticCandidate(_Candidate):
 
 
 class AlternatingCandidate(_Candidate):
-    """One emphasised head per step, sampled from a static scheme (spec §3)."""
+    """One emphasised head per step, sampled from a static scheme (METHOD.md §3)."""
 
     strategy: Literal["alternating"]
     scheme: Dimension | None = None
@@ -181,7 +181,7 @@ class AlternatingCandidate(_Candidate):
 
 
 class AdaLossCandidate(_Candidate):
-    """Weights inversely proportional to running-average losses (spec §4)."""
+    """Weights inversely proportional to running-average losses (METHOD.md §4)."""
 
     strategy: Literal["adaloss"]
     gamma: Dimension | None = None
@@ -191,7 +191,7 @@ class AdaLossCandidate(_Candidate):
 
 
 class NoRegretCandidate(_Candidate):
-    """No-regret head selection (spec §5): the learner is a dimension; ``momentum`` is AVG-L's only."""
+    """No-regret head selection (METHOD.md §5): the learner is a dimension; ``momentum`` is AVG-L's only."""
 
     strategy: Literal["noregret"]
     learner: Dimension = {"choice": ["rwm", "exp3", "avgl"]}
@@ -234,7 +234,7 @@ def _default_weighting() -> list[dict[str, Any]]:
             "strategy": "adaloss",
             "gamma": {"loguniform": [0.01, 0.3]},
             "momentum": {"uniform": [0.8, 0.99]},
-            "update_period": {"choice": [5, 20, 100]},
+            "update_period": {"choice": [1, 10, 100]},
             "final_extra": {"uniform": [0.0, 1.0]},
         },
         {
@@ -283,8 +283,10 @@ class SchedulerParams(_Section):
 class TuneParams(_Section):
     member: str = "last"  # which train member's network is tuned ("last" = the deepest)
     epochs: PositiveInt = 4  # per trial (ASHA's max_t); the schedule is stretched over these
-    objective: Literal["val_auc", "val_top1"] = "val_auc"  # always on the validation split
-    milestone: MilestoneFraction = 1  # val_top1 objective: the head at this fraction of the final cost
+    objective: Literal["val_auc", "val_top1"] = "val_auc"  # validation split, trained heads (METHOD.md §6)
+    milestone: MilestoneFraction = (
+        1  # val_top1 objective: error of the head at this fraction of the final cost
+    )
     search_alg: Literal["random", "grid"] = "random"
     num_samples: PositiveInt = 8  # random: trials; grid: trials per weighting candidate (x optimizer grids)
     max_concurrent_trials: PositiveInt | None = 2  # null: as many as the cluster fits

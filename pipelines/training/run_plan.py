@@ -164,7 +164,7 @@ def run_config(
 
 
 def opt_config(member: dict[str, Any], j: int) -> dict[str, Any]:
-    """OPT(j): the member's backbone truncated after head j, trained on head j alone (spec §6)."""
+    """OPT(j): the member's backbone truncated after head j, trained on head j alone (METHOD.md §6)."""
     return {
         **member,
         "member": f"{member['member']}-opt{j}",

@@ -12,7 +12,8 @@ from typing import Any
 
 from ray import tune
 
-from pipelines.config.train import WeightingParams
+from anytime.weighting import strategy_hparams
+from pipelines.config.train import TrainParams, WeightingParams
 from pipelines.config.tune import (
     Candidate,
     Choice,
@@ -68,9 +69,16 @@ def trial_overrides(space: SpaceParams, config: dict[str, Any]) -> dict[str, dic
     return {"weighting": candidate.resolve(dict(chosen["weighting"])), "optimizer": dict(config["optimizer"])}
 
 
-def flat_overrides(overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``train.<section>.<key>`` -> value, the form ``dvc exp run -S key=value`` takes."""
+def flat_overrides(overrides: dict[str, dict[str, Any]], train: TrainParams) -> dict[str, Any]:
+    """``train.<section>.<key>`` -> value, the form ``dvc exp run -S key=value`` takes.
+
+    Generated EANN members keep their EANN weights only where the winning strategy takes them (AdaLoss does
+    not, METHOD.md §4), so that the applied params validate: the winner was tuned the same way.
+    """
     weighting = overrides["weighting"]
     flat = {f"train.weighting.{key}": weighting.get(key) for key in WEIGHTING_KEYS}
     flat |= {f"train.optimizer.{key}": value for key, value in overrides["optimizer"].items()}
+    eann = train.eann
+    if eann is not None and eann.eann_weights and "eann" not in strategy_hparams(weighting["strategy"]):
+        flat["train.eann.eann_weights"] = False
     return flat

@@ -20,6 +20,7 @@ from typing import Any
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from anytime.metrics import anytime_auc
 from anytime.weighting import strategy_hparams
 from pipelines.config.train import TrainParams
 from pipelines.config.tune import SpaceParams
@@ -29,23 +30,39 @@ from pipelines.training.train_worker import build_trainer
 from pipelines.tuning.search_space import trial_overrides
 
 
-def objective_value(metrics: dict[str, Any], objective: str, head: int) -> float:
-    """The value Tune minimises, from one epoch's validation report (never the test split)."""
-    if objective == "val_auc":
-        return float(metrics["val_auc"])
-    return float(metrics["val_top1"][head])
+@dataclass(frozen=True)
+class Objective:
+    """What a trial minimises, on the heads the tuned member is trained for (METHOD.md §6).
+
+    ``val_auc`` is the anytime AUC of the validation errors from ``first_head`` on: a member with EANN
+    weights is only trained (and only used by the EANN) from half its depth, so its untrained first half
+    would otherwise make up most of the area. ``first_head`` is fixed per member, not per sampled strategy,
+    so every trial of a search is judged on the same heads. ``val_top1`` is the error of head ``head``.
+    """
+
+    name: str  # val_auc | val_top1
+    costs: tuple[int, ...]  # cumulative FLOPs per sample of every head
+    first_head: int  # val_auc: the first head the member is trained for
+    head: int  # val_top1: the milestone head
+
+    def value(self, metrics: dict[str, Any]) -> float:
+        """The value Tune minimises, from one epoch's validation report (never the test split)."""
+        errors = metrics["val_top1"]
+        if self.name == "val_auc":
+            return anytime_auc(self.costs[self.first_head :], errors[self.first_head :])
+        return float(errors[self.head])
 
 
 class ObjectiveReporter(TuneReportCallback):
     """Forwards rank 0's report of every epoch to Tune, with the searched ``objective`` added."""
 
-    def __init__(self, objective: str, head: int) -> None:
+    def __init__(self, objective: Objective) -> None:
         super().__init__()
-        self.objective, self.head = objective, head
+        self.objective = objective
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         first = dict(metrics[0])
-        first["objective"] = objective_value(first, self.objective, self.head)
+        first["objective"] = self.objective.value(first)
         super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
 
@@ -58,8 +75,7 @@ class TrialPlan:
     shards: str
     endpoint_url: str | None
     space: SpaceParams
-    objective: str
-    head: int  # the milestone head for the val_top1 objective
+    objective: Objective
     train_storage: str  # Ray Train runs of the trials: <storage>/<experiment>/trials/<trial id>
     max_failures: int
 
@@ -95,6 +111,6 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         storage_path=plan.train_storage,
         scaling=scaling_config(plan.train.scaling),
         max_failures=plan.max_failures,
-        callbacks=[ObjectiveReporter(plan.objective, plan.head)],
+        callbacks=[ObjectiveReporter(plan.objective)],
     )
     trainer.fit()
