@@ -1,6 +1,11 @@
 # Two entry points for a fresh machine: `make repro` (install + run the pipeline on the embedded
 # digits dataset) and `make test` (install + run the whole test suite). Both build .venv from nothing.
 PYTHON ?= python3
+# Where pip gets torch (the only package whose build differs per machine). Empty: pip's own indexes, i.e.
+# PyPI, whose Linux torch wheels are CUDA builds (several GB), or whatever the machine's pip config adds.
+# CPU-only: make clean; make TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu ...
+# Another CUDA: make clean; make TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 ...
+TORCH_INDEX_URL ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -10,11 +15,12 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: install repro test test-quick lint clean
 
+# torch first and alone, from TORCH_INDEX_URL when set: that index's build (2.13.0+cpu) sorts above PyPI's
+# 2.13.0 and satisfies the same public pin in constraints.txt, so the second step keeps it.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==26.3
-	# torch first and alone: pins the CPU wheel before anything could pull a CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt torch $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 

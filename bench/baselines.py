@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anytime.models import AnytimeNet, create_model
+from bench.timing import add_compile_flag
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, n: int, batch: int) -> None:
@@ -24,11 +25,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, n: int, batch: int) -> No
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile both networks in place; the first, untimed warm-up call compiles",
-    )
+    add_compile_flag(parser)
 
 
 def model_pair(args: argparse.Namespace) -> tuple[AnytimeNet, AnytimeNet]:

@@ -32,7 +32,7 @@ import numpy as np
 import ray
 
 from bench.synthetic import synthetic_shards
-from bench.timing import bench_parser, ratio_line, setup
+from bench.timing import add_compile_flag, bench_parser, ratio_line, setup
 from pipelines.config.train import EannParams, ScalingParams, TrainParams
 from pipelines.ray_cluster import scaling_config
 from pipelines.training.run_plan import member_entries, run_config
@@ -61,6 +61,7 @@ def main() -> None:
         default=True,
         help="one untimed fit first, so neither mode pays the fresh cluster's start-up",
     )
+    add_compile_flag(parser, help="train.compile for every member: each fit compiles its network (timed)")
     args = parser.parse_args()
     bench = setup(parser, args)
     for flag in ("members", "n0", "epochs", "samples", "batch", "num_cpus"):
@@ -84,6 +85,7 @@ def main() -> None:
             batch_size=args.batch,
             eval_batch_size=256,
             amp=use_gpu,
+            compile=args.compile,
             seed=args.seed,
             scaling=ScalingParams(
                 use_gpu=use_gpu, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus
@@ -127,7 +129,7 @@ def main() -> None:
             print(
                 f"# members {members}; {args.epochs} epoch(s) of {args.samples} {args.image_size}x"
                 f"{args.image_size}x3 images, batch {args.batch}; ray num_cpus={args.num_cpus}, "
-                f"{args.cpus_per_worker} CPU per member"
+                f"{args.cpus_per_worker} CPU per member, compile={args.compile}"
             )
             if args.warmup:
                 start = time.perf_counter()

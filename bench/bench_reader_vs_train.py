@@ -26,7 +26,7 @@ from anytime.models import create_model
 from anytime.train import make_grad_scaler, make_optimizer, train_one_epoch
 from anytime.weighting import create_strategy
 from bench.synthetic import synthetic_shards
-from bench.timing import bench_parser, ratio_line, setup
+from bench.timing import add_compile_flag, bench_parser, ratio_line, setup
 
 
 def main() -> None:
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4096, help="images in the train shards")
     parser.add_argument("--loader-workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
+    add_compile_flag(parser)
     args = parser.parse_args()
     bench = setup(parser, args)
     if args.loader_workers > 0 and bench.clock_name != "wall":
@@ -48,6 +49,8 @@ def main() -> None:
     amp = args.amp and device.type == "cuda"
 
     model = create_model("resann", num_classes=10, in_channels=3, n=args.n, c=args.c).to(device)
+    if args.compile:
+        model.compile()
     strategy = create_strategy("sieve", num_heads=model.num_heads)
     optimizer, scaler = make_optimizer(model), make_grad_scaler(device, amp=amp)
     images = torch.randn(args.batch, 3, 32, 32, device=device)
@@ -89,7 +92,7 @@ def main() -> None:
         print(
             f"# reader: {delivered} 32x32x3 images per pass, batch {args.batch}, "
             f"{args.loader_workers} loader workers; training: resann n={args.n} c={args.c} "
-            f"K={model.num_heads} sieve, batch {args.batch}, amp={amp}"
+            f"K={model.num_heads} sieve, batch {args.batch}, amp={amp} compile={args.compile}"
         )
         ratios, train_seconds = bench.interleaved_ratios(train, {"read": read}, number=1)
 

@@ -54,6 +54,15 @@ def bench_parser(
     return parser
 
 
+def add_compile_flag(
+    parser: argparse.ArgumentParser,
+    help: str = "torch.compile the networks in place; the first, untimed warm-up call compiles",
+) -> None:
+    """``--compile``, for every script that trains or infers: eager and compiled costs differ most for the
+    heads (bench/RESULTS.md), so each script can measure both."""
+    parser.add_argument("--compile", action="store_true", help=help)
+
+
 @dataclass(frozen=True)
 class Bench:
     """What a script times on and with: the device, the clock and the number of repeats."""

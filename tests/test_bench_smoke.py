@@ -141,6 +141,15 @@ def test_parallel_members_on_local_ray():
 
 
 @pytest.mark.parametrize(
+    "script", ["bench_train_step", "bench_inference", "bench_reader_vs_train", "bench_parallel_members"]
+)
+def test_every_script_that_trains_or_infers_takes_compile(script):
+    result = run_bench(script, "--help", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--compile" in result.stdout
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (("--repeats", "0"), "error: --repeats must be >= 1, got 0"),

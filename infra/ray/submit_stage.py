@@ -131,7 +131,8 @@ def submit(address: str, command: list[str], args: argparse.Namespace) -> int:
                 fs.rm(path, recursive=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, and in ``command`` the stage command after ``--``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", help="Ray jobs API, e.g. http://127.0.0.1:8265")
     parser.add_argument("--out", action="append", default=[], help="output path to bring back (repeatable)")
@@ -143,9 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)  # set for the job's side
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the stage command")
     args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
         parser.error("missing the stage command after --")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = args.command
     address = None if args.inside else job_api_address(args.address)
     if address:
         return submit(address, command, args)
