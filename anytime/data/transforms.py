@@ -19,6 +19,8 @@ from PIL import Image
 
 from anytime.data.errors import DataError
 
+MAX_IMAGE_PIXELS = 1 << 26  # 67 M pixels (8192 x 8192): ~200 MB decoded, far above any training image
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -86,13 +88,29 @@ def _resized_crop_box(width: int, height: int, rng: np.random.Generator) -> tupl
     return x, y, x + side, y + side
 
 
+def open_image(data: bytes) -> Image.Image:
+    """Fully decode a JPEG/PNG to RGB; undecodable, truncated or over-large images raise DataError.
+
+    The size comes from the header, so an image declaring a huge canvas is refused before any pixel
+    memory is allocated (PIL's own decompression-bomb limit is a warning up to twice as large).
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise DataError(
+                f"image declares {image.width}x{image.height} pixels, over the {MAX_IMAGE_PIXELS} limit"
+            )
+        return image.convert("RGB")
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises several types for undecodable bytes
+        raise DataError(f"cannot decode image ({exc})") from None
+
+
 def decode_encoded(data: bytes, size: int, rng: np.random.Generator | None) -> np.ndarray:
     """Decode a JPEG/PNG to uint8 ``[size, size, 3]``: random-resized crop when ``rng`` is given, else
     resize the short side to ``size / 0.875`` and centre-crop (the usual evaluation transform)."""
-    try:
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-    except Exception as exc:  # PIL raises several types for undecodable bytes
-        raise DataError(f"cannot decode image ({exc})") from None
+    image = open_image(data)
     if rng is not None:
         box = _resized_crop_box(*image.size, rng)
         return np.asarray(image.resize((size, size), Image.BILINEAR, box=box))
