@@ -32,7 +32,7 @@ def write_idx_set(root: Path, n_train: int, n_test: int) -> None:
         write_idx(root / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
 
 
-def write_image_folder(root: Path, images: int, side: int = 64) -> None:
+def write_image_folder(root: Path, images: int, side: int) -> None:
     rng = np.random.default_rng(0)
     for i in range(images):
         split = "val" if i % 5 == 0 else "train"
@@ -40,7 +40,8 @@ def write_image_folder(root: Path, images: int, side: int = 64) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         fmt = "PNG" if i % 2 else "JPEG"
         buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, format=fmt)
+        coarse = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))  # photo-like: smooth
+        coarse.resize((side, side), Image.BILINEAR).save(buffer, format=fmt)
         (folder / f"img{i}.{fmt.lower()}").write_bytes(buffer.getvalue())
 
 
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--idx-images", type=int, default=60_000)
     parser.add_argument("--images", type=int, default=2000, help="files in the image-folder set")
+    parser.add_argument("--side", type=int, default=256, help="image-folder images are side x side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -78,7 +80,7 @@ def main() -> None:
         materialise_digits(sets["digits"])
         sets["mnist"].mkdir()
         write_idx_set(sets["mnist"], args.idx_images, args.idx_images // 6)
-        write_image_folder(sets["imagefolder"], args.images)
+        write_image_folder(sets["imagefolder"], args.images, args.side)
         for dataset, root in sets.items():
             value, seconds = ratio(dataset, root, work, args.repeats)
             note = f"median of {args.repeats}; plain {seconds:.2f} s"

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from pipelines.config import validate_params
+from pipelines.config.train import OptBaselineParams, TrainParams
+from pipelines.members import plan_runs
 from tests.fixtures.params import error_for, project_params
 
 
@@ -88,3 +90,12 @@ def test_rules_accept_what_the_workers_accept() -> None:
     raw = explicit_members(project_params(), [{"name": "a", "n": 1}, {"name": "b", "n": 2, "epochs": 5}])
     raw["tune"]["member"] = "a"
     assert validate_params(raw).train.member_names() == ["a", "b"]
+
+
+def test_opt_milestone_without_a_head_fails_at_plan_time_before_ray() -> None:
+    train = TrainParams.model_validate({"eann": {"members": 1, "n0": 1}, "model": {"name": "resann", "c": 4}})
+    manifest = {"image_shape": [8, 8, 1], "num_classes": 10}
+    with pytest.raises(ValueError, match=r"train\.opt\.milestones \[0\.25\] select no head of member m0"):
+        plan_runs(train, manifest, shards="/s", code="c")
+    train = train.model_copy(update={"opt": OptBaselineParams(milestones=[0.5, 1])})
+    assert [r.name for r in plan_runs(train, manifest, shards="/s", code="c")] == ["m0", "m0-opt0", "m0-opt2"]
