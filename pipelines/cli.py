@@ -11,9 +11,14 @@ class UserError(Exception):
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; turn :class:`UserError` / ``ValueError`` into ``error: ...`` and exit 2."""
+    """Run a stage's ``main``; turn bad input into ``error: ...`` on one line and exit 2.
+
+    Bad input is :class:`UserError`, ``ValueError`` (``DataError``, ``ParamsError``), a missing file and a
+    connection that failed; other exceptions are bugs and keep their traceback.
+    """
     try:
         main()
-    except (UserError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (UserError, ValueError, FileNotFoundError, ConnectionError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -6,7 +6,7 @@ directory appears, so a bad source never leaves a half-filled ``data/raw``.
 
 from __future__ import annotations
 
-from anytime.data import fetch_into, materialise_digits, read_dataset
+from anytime.data import DataError, evict, fetch_into, materialise_digits, read_dataset
 from pipelines.cli import run
 from pipelines.config import load_params
 from pipelines.io import atomic_path
@@ -16,11 +16,12 @@ from pipelines.paths import raw_dir
 def main() -> None:
     params = load_params().data
     dest = raw_dir(params.dataset)
+    cached = []
     with atomic_path(dest) as tmp:
         if params.location is None:
             materialise_digits(tmp)
         else:
-            fetch_into(
+            cached = fetch_into(
                 params.location,
                 tmp,
                 files=params.files,
@@ -28,8 +29,13 @@ def main() -> None:
                 cache_dir=params.cache_dir,
                 endpoint_url=params.endpoint_url,
                 region=params.region,
+                stall_timeout_s=params.stall_timeout_s,
             )
-        raw = read_dataset(params.dataset, tmp, image_size=params.image_size)
+        try:
+            raw = read_dataset(params.dataset, tmp, image_size=params.image_size, label=params.location)
+        except DataError:
+            evict(cached)  # a bad download must be fetched again, not re-read from the cache
+            raise
     counts = ", ".join(f"{name} {len(split)}" for name, split in raw.splits.items())
     print(f"fetched {params.dataset} into {dest}: {counts}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from anytime.data import Augment, default_augment, read_dataset, write_shards
+from anytime.data import Augment, DataError, check_decodable, default_augment, read_dataset, write_shards
 from pipelines.cli import run
 from pipelines.config import DataParams, load_params
 from pipelines.io import atomic_path
@@ -21,7 +21,13 @@ def augment_from(params: DataParams) -> Augment:
 
 def main() -> None:
     params = load_params().data
-    raw = read_dataset(params.dataset, raw_dir(params.dataset), image_size=params.image_size)
+    source = raw_dir(params.dataset)
+    label = params.location or str(source)  # errors name what the user gave
+    raw = read_dataset(params.dataset, source, image_size=params.image_size, label=label)
+    try:
+        check_decodable(raw, source)
+    except DataError as exc:
+        raise DataError(f"{label}: {exc}") from None
     dest = shards_dir(params.dataset)
     with atomic_path(dest) as tmp:
         manifest = write_shards(

@@ -50,7 +50,7 @@ def test_location_forms_accepted(location: str) -> None:
         ({"location": "/some/path"}, r"data\.location = '/some/path': .*digits is embedded"),
         ({"rows_per_shard": 0}, r"data\.rows_per_shard = 0: Input should be greater than 0"),
         ({"val_fraction": 1.5}, r"data\.val_fraction = 1\.5: Input should be less than 1"),
-        ({"sha256": {"a.tar": "xyz"}}, r"data\.sha256 = .*64 lowercase hex"),
+        ({"sha256": {"a.tar": "xyz"}}, r"data\.sha256: .*64 lowercase hex"),
         ({"files": ["../etc/passwd"]}, r"data\.files = .*relative name"),
         ({"endpoint_url": "minio:9000"}, r"data\.endpoint_url = 'minio:9000': .*http\(s\)://"),
         ({"colour": "red"}, r"unknown key 'data\.colour'"),

@@ -216,3 +216,21 @@ def test_s3_root_reads_same_samples(numbered: Path, s3_server: S3Endpoint) -> No
     assert [(sample_index(x, remote.manifest), y) for x, y in remote] == [
         (sample_index(x, local.manifest), y) for x, y in local
     ]
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda text: text[: len(text) // 2], r"manifest\.json: not valid JSON"),
+        (lambda text: "[1, 2]", r"manifest\.json: not a JSON object"),
+        (lambda text: text.replace('"encoding"', '"encodin"'), r"manifest\.json: missing encoding; re-run"),
+        (lambda text: text.replace('"test"', '"tset"'), r"manifest\.json: missing splits\.test\.shards"),
+    ],
+)
+def test_damaged_manifest_is_one_line_naming_it(tmp_path: Path, damage, expected: str) -> None:
+    root = shard(tmp_path / "shards", 10, rows_per_shard=5, row_group_rows=5)
+    path = root / "manifest.json"
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(DataError, match=expected) as info:
+        ShardDataset(str(root), "train")
+    assert str(root) in str(info.value) and "\n" not in str(info.value)

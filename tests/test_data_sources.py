@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,33 @@ def test_http_server_fixture_is_range_capable(http_server: HttpServer) -> None:
     req = urllib.request.Request(f"{http_server.url}/f", headers={"Range": "bytes=4-"})
     with urllib.request.urlopen(req) as resp:
         assert resp.status == 206 and resp.read() == b"456789"
+
+
+def test_stalled_download_ends_and_stays_resumable(www: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    with serve_directory(www, trickle_after=1000, trickle_s=2.0) as server:
+        url = f"{server.url}/blob.bin"
+        started = time.monotonic()
+        with pytest.raises(
+            DataError, match=r"blob\.bin: download stalled \(no bytes for 0.5 s\) at 1000 bytes"
+        ):
+            fetch_file(url, cache, stall_timeout_s=0.5)
+        assert time.monotonic() - started < 10
+        server.trickle_after = None
+        path = fetch_file(url, cache, sha256=sha(PAYLOAD), stall_timeout_s=0.5)
+        assert server.requests[-1] == ("/blob.bin", "bytes=1000-")  # resumed, not restarted
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_sha256_for_a_folder_is_refused_not_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    with pytest.raises(
+        DataError, match=r"images: is a folder, and sha256 checks files: list them in data\.files"
+    ):
+        fetch_into(str(folder), tmp_path / "raw", sha256={"images": "0" * 64}, cache_dir=tmp_path / "c")
+    fetch_into(
+        str(folder), tmp_path / "raw", files=["a.png"], sha256={"a.png": sha(b"x")}, cache_dir=tmp_path / "c"
+    )
+    assert (tmp_path / "raw" / "a.png").read_bytes() == b"x"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from anytime.data import DataError
 from pipelines import fetch, shard
 from pipelines.cli import run
 from tests.fixtures import s3 as s3_fixtures
@@ -207,3 +208,23 @@ def test_dvc_repro_reruns_only_on_change(tmp_path: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     changed = _dvc(repo, "repro")
     assert "Running stage 'shard'" in changed and "Running stage 'fetch'" not in changed
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionResetError(104, "Connection reset by peer"), DataError("x.tar: bad\nsecond line")],
+)
+def test_cli_turns_input_errors_into_one_line(error: Exception, capsys: pytest.CaptureFixture[str]) -> None:
+    def main() -> None:
+        raise error
+
+    code, err = run_stage(main, capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+
+
+def test_cli_keeps_the_traceback_of_a_bug() -> None:
+    def main() -> None:
+        raise KeyError("a bug, not bad input")
+
+    with pytest.raises(KeyError):
+        run(main)

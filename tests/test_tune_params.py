@@ -265,6 +265,6 @@ def test_unknown_member_fails_before_any_work(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: tune.member = 'm9' is not a train member: choose from ['m0', 'm1', 'm2']"
+        f"error: {params}: tune.member = 'm9' is not a train member: choose from ['m0', 'm1', 'm2']"
     ]
     assert list(tmp_path.iterdir()) == [params]  # no Ray storage, no outputs

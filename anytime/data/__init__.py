@@ -6,8 +6,9 @@ from anytime.data.errors import DataError
 from anytime.data.formats import DATASETS, read_dataset
 from anytime.data.reader import ShardDataset, load_manifest
 from anytime.data.shards import write_shards
-from anytime.data.sources import fetch_file, fetch_into, location_kind
+from anytime.data.sources import evict, fetch_file, fetch_into, location_kind
 from anytime.data.transforms import Augment, decode_batch, default_augment, prepare_batch
+from anytime.data.validate import check_decodable
 
 __all__ = [
     "DATASETS",
@@ -16,8 +17,10 @@ __all__ = [
     "RawDataset",
     "ShardDataset",
     "Split",
+    "check_decodable",
     "decode_batch",
     "default_augment",
+    "evict",
     "fetch_file",
     "fetch_into",
     "load_manifest",

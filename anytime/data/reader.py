@@ -52,14 +52,34 @@ def shard_filesystem(root: str, endpoint_url: str | None) -> tuple[pafs.FileSyst
     return pafs.LocalFileSystem(), str(root).rstrip("/")
 
 
+MANIFEST_KEYS = ("dataset", "image_shape", "encoding", "num_classes", "mean", "std", "splits")
+
+
+def _check_manifest(manifest: Any, where: str) -> dict[str, Any]:
+    """The keys every reader relies on, so a damaged manifest fails here in one line, not as a KeyError."""
+    if not isinstance(manifest, dict):
+        raise DataError(f"{where}: not a JSON object")
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    missing += [
+        f"splits.{s}.shards" for s in SPLITS if "shards" not in (manifest.get("splits") or {}).get(s, {})
+    ]
+    if missing:
+        raise DataError(f"{where}: missing {', '.join(missing)}; re-run the shard stage")
+    return manifest
+
+
 def load_manifest(root: str, *, endpoint_url: str | None = None) -> dict[str, Any]:
     """The ``manifest.json`` of a shard directory (local path or ``s3://`` URI)."""
     fs, base = shard_filesystem(str(root), endpoint_url)
+    where = f"{str(root).rstrip('/')}/manifest.json"
     try:
         with fs.open_input_stream(f"{base}/manifest.json") as fh:
-            return json.loads(fh.read())
+            manifest = json.loads(fh.read())
     except (FileNotFoundError, OSError) as exc:
         raise DataError(f"{root}: cannot read manifest.json ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{where}: not valid JSON ({exc}); re-run the shard stage") from None
+    return _check_manifest(manifest, where)
 
 
 @dataclass(frozen=True)

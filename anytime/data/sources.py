@@ -23,7 +23,7 @@ from anytime.data.archives import extract, is_archive
 from anytime.data.errors import DataError
 
 CHUNK = 1 << 20
-TIMEOUT_S = 30
+STALL_TIMEOUT_S = 60.0  # a download receiving no bytes for this long ends (resumably)
 
 
 def location_kind(location: str) -> str:
@@ -55,7 +55,8 @@ def file_sha256(path: Path) -> str:
 def _copy_stream(
     body: BinaryIO | Iterator[bytes], out: BinaryIO, total: int | None, start: int, label: str
 ) -> None:
-    chunks = iter(lambda: body.read(CHUNK), b"") if hasattr(body, "read") else body
+    # read1: whatever has arrived, so the socket timeout measures time without any byte (a stall)
+    chunks = iter(lambda: body.read1(CHUNK), b"") if hasattr(body, "read1") else body
     with tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=label, disable=None) as bar:
         for chunk in chunks:
             out.write(chunk)
@@ -69,18 +70,19 @@ def _check_complete(part: Path, total: int | None, url: str) -> None:
         )
 
 
-def _http_download(url: str, part: Path) -> None:
+def _http_download(url: str, part: Path, stall_timeout_s: float) -> None:
     validator_file = part.with_suffix(".validator")
     offset = part.stat().st_size if part.exists() else 0
     headers = {}
     if offset and validator_file.exists():
         headers = {"Range": f"bytes={offset}-", "If-Range": validator_file.read_text()}
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+        request = urllib.request.Request(url, headers=headers)
+        response = urllib.request.urlopen(request, timeout=stall_timeout_s)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # our partial file is no prefix of this resource: start over
             part.unlink()
-            return _http_download(url, part)
+            return _http_download(url, part, stall_timeout_s)
         raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise DataError(f"{url}: cannot reach ({getattr(exc, 'reason', exc)})") from None
@@ -96,16 +98,23 @@ def _http_download(url: str, part: Path) -> None:
         try:
             with open(part, "ab" if resumed else "wb") as out:
                 _copy_stream(response, out, total, offset, Path(url).name)
+        except TimeoutError:
+            raise DataError(
+                f"{url}: download stalled (no bytes for {stall_timeout_s:g} s) at {part.stat().st_size} "
+                "bytes; run again to resume"
+            ) from None
         except OSError as exc:
             raise DataError(f"{url}: download interrupted ({exc}); run again to resume") from None
     _check_complete(part, total, url)
 
 
-def _s3_client(endpoint_url: str | None, region: str | None):
+def _s3_client(endpoint_url: str | None, region: str | None, stall_timeout_s: float):
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+    config = Config(
+        retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=stall_timeout_s
+    )
     return boto3.session.Session(region_name=region).client("s3", endpoint_url=endpoint_url, config=config)
 
 
@@ -133,9 +142,11 @@ def _s3_error(url: str, exc: Exception, client, bucket: str) -> DataError:
     return DataError(f"{url}: S3 download failed ({exc})")
 
 
-def _s3_download(url: str, part: Path, endpoint_url: str | None, region: str | None) -> None:
+def _s3_download(
+    url: str, part: Path, endpoint_url: str | None, region: str | None, stall_timeout_s: float
+) -> None:
     bucket, _, key = url[len("s3://") :].partition("/")
-    client = _s3_client(endpoint_url, region)
+    client = _s3_client(endpoint_url, region, stall_timeout_s)
     etag_file = part.with_suffix(".validator")
     try:
         head = client.head_object(Bucket=bucket, Key=key)
@@ -163,17 +174,24 @@ def fetch_file(
     sha256: str | None = None,
     endpoint_url: str | None = None,
     region: str | None = None,
+    stall_timeout_s: float = STALL_TIMEOUT_S,
 ) -> Path:
     """A local path holding the bytes of ``location``, checked against ``sha256`` when given.
 
     Local paths are used in place; remote files are downloaded (resuming a previous partial download)
-    into the cache and returned from ``<cache>/sha256/<digest>``.
+    into the cache and returned from ``<cache>/sha256/<digest>``. A download that receives no bytes for
+    ``stall_timeout_s`` ends with DataError and keeps its partial file for the next run.
     """
     kind = location_kind(location)
     if kind == "local":
         path = Path(location)
         if not path.exists():
             raise DataError(f"{location}: no such file or directory")
+        if sha256 and path.is_dir():
+            raise DataError(
+                f"{location}: is a folder, and sha256 checks files: list them in data.files "
+                "and key data.sha256 by those names"
+            )
         if sha256 and path.is_file() and (digest := file_sha256(path)) != sha256:
             raise DataError(f"{location}: checksum mismatch: expected sha256 {sha256}, got {digest}")
         return path
@@ -184,15 +202,22 @@ def fetch_file(
     part = cache / "partial" / (hashlib.sha256(location.encode()).hexdigest()[:32] + ".part")
     resumed = part.exists() and part.stat().st_size > 0
     if kind == "http":
-        _http_download(location, part)
+        _http_download(location, part, stall_timeout_s)
     else:
-        _s3_download(location, part, endpoint_url, region)
+        _s3_download(location, part, endpoint_url, region, stall_timeout_s)
     digest = file_sha256(part)
     if sha256 and digest != sha256:
         part.unlink()
         part.with_suffix(".validator").unlink(missing_ok=True)
         if resumed:  # the kept prefix may be stale: one clean download before giving up
-            return fetch_file(location, cache_dir, sha256=sha256, endpoint_url=endpoint_url, region=region)
+            return fetch_file(
+                location,
+                cache_dir,
+                sha256=sha256,
+                endpoint_url=endpoint_url,
+                region=region,
+                stall_timeout_s=stall_timeout_s,
+            )
         raise DataError(f"{location}: checksum mismatch: expected sha256 {sha256}, got {digest}")
     final = cache / "sha256" / digest
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +239,12 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def evict(paths: Sequence[Path]) -> None:
+    """Drop cached downloads (e.g. ones that turned out corrupt) so the next run fetches them again."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 def fetch_into(
     location: str,
     dest: str | Path,
@@ -223,12 +254,14 @@ def fetch_into(
     cache_dir: str | Path,
     endpoint_url: str | None = None,
     region: str | None = None,
-) -> None:
+    stall_timeout_s: float = STALL_TIMEOUT_S,
+) -> list[Path]:
     """Fill ``dest`` from ``location``: each of ``files`` under it, or ``location`` itself when none.
 
     Tar/zip archives are extracted (refusing members that escape ``dest``); other files are copied
     under their own name; a local directory is copied as a tree (hard links where possible).
-    ``sha256`` maps file names (base names) to expected hex digests.
+    ``sha256`` maps file names (base names) to expected hex digests. Returns the cached downloads used,
+    for :func:`evict` when their content proves bad; an archive that fails to extract is evicted here.
     """
     dest, sha256 = Path(dest), dict(sha256 or {})
     dest.mkdir(parents=True, exist_ok=True)
@@ -239,12 +272,27 @@ def fetch_into(
         raise DataError(
             f"sha256 given for {sorted(unknown)}, which are not among the fetched files {fetched}"
         )
+    cached: list[Path] = []
     for name, src in sources:
-        local = fetch_file(src, cache_dir, sha256=sha256.get(name), endpoint_url=endpoint_url, region=region)
+        local = fetch_file(
+            src,
+            cache_dir,
+            sha256=sha256.get(name),
+            endpoint_url=endpoint_url,
+            region=region,
+            stall_timeout_s=stall_timeout_s,
+        )
+        if location_kind(src) != "local":
+            cached.append(local)
         if local.is_dir():
             shutil.copytree(local, dest, dirs_exist_ok=True, copy_function=_link_or_copy)
         elif is_archive(name):
-            extract(local, dest)
+            try:
+                extract(local, dest, label=src)
+            except DataError:
+                evict(cached)
+                raise
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local, dest / name)
+    return cached

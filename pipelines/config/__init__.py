@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from pipelines.config.assemble import AssembleParams
 from pipelines.config.data import DataParams
@@ -40,16 +40,26 @@ class Params(BaseModel):
     tune: TuneParams
     assemble: AssembleParams
 
+    @model_validator(mode="after")
+    def _tune_fits_train(self) -> Params:
+        """The tune stage trains a train member for tune.epochs with the train schedule."""
+        names = self.train.member_names()
+        if self.tune.member != "last" and self.tune.member not in names:
+            raise ValueError(f"tune.member = {self.tune.member!r} is not a train member: choose from {names}")
+        self.train.schedule.check_epochs(self.tune.epochs, "tune.epochs")
+        return self
+
 
 def _describe(error: dict[str, Any], source: str) -> str:
-    key = ".".join(str(p) for p in error["loc"]) or "<root>"
+    key = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}'"
     if error["type"] == "missing":
-        return f"{source}: missing key '{key}'"
-    if isinstance(error.get("input"), dict):  # a section-wide check: the message names its keys
-        return f"{source}: {key}: {error['msg']}"
-    return f"{source}: {key} = {error.get('input')!r}: {error['msg']}"
+        return f"{source}: missing key '{key or '<root>'}'"
+    message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error.get("input"), dict):  # a section-level rule: its message names the keys itself
+        return f"{source}: {message}" if message.startswith(key) else f"{source}: {key}: {message}"
+    return f"{source}: {key or '<root>'} = {error.get('input')!r}: {message}"
 
 
 def validate_params(raw: Any, source: str = "params.yaml") -> Params:

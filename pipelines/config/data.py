@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from anytime.data import DATASETS
 from pipelines.paths import DOWNLOAD_CACHE
@@ -30,6 +30,7 @@ class DataParams(BaseModel):
     endpoint_url: str | None = None
     region: str | None = None
     cache_dir: str = str(DOWNLOAD_CACHE)
+    stall_timeout_s: float = Field(default=60.0, gt=0.0)  # a download with no bytes for this long ends
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0)
     rows_per_shard: int = Field(default=512, gt=0)
@@ -82,3 +83,11 @@ class DataParams(BaseModel):
         if value is not None and not HTTP_URL.match(value):
             raise ValueError("must be an http(s):// URL of an S3-compatible endpoint")
         return value
+
+    @model_validator(mode="after")
+    def _source_options_need_a_location(self) -> DataParams:
+        if self.location is None:
+            given = [key for key in ("files", "sha256") if getattr(self, key)]
+            if given:
+                raise ValueError(f"data.{given[0]} needs data.location (digits is embedded: leave it empty)")
+        return self

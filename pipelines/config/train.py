@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
+from anytime.models.base import head_positions
+from anytime.models.resann_imagenet import LAYOUTS
 from anytime.weighting import NORMALISATIONS, SCHEMES, create_strategy, list_strategies, strategy_hparams
 
 # Literals built from the library's registries: an error names the key, the value and what is allowed.
@@ -39,6 +41,9 @@ class ResANNParams(_Section):
     period: PositiveInt = 1
     shortcut: Literal["pad", "projection"] = "pad"
 
+    def num_units(self, n: int) -> int:
+        return 3 * n  # three groups of n units
+
 
 class BottleneckParams(_Section):
     """Bottleneck ResANN for ImageNet-size images; the depth is in the name, so members need no ``n``."""
@@ -46,6 +51,9 @@ class BottleneckParams(_Section):
     name: BottleneckName
     width: PositiveInt = 64
     period: PositiveInt = 2
+
+    def num_units(self, n: int | None) -> int:
+        return sum(LAYOUTS[int(self.name.removeprefix("resann"))])
 
 
 ModelParams = Annotated[ResANNParams | BottleneckParams, Field(discriminator="name")]
@@ -93,6 +101,18 @@ class ScheduleParams(_Section):
     name: Literal["step", "cosine"] = "cosine"
     milestones: list[PositiveInt] | None = None
     gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+
+    def check_epochs(self, epochs: int, epochs_key: str) -> None:
+        """Step milestones must be strictly increasing epochs in ``1..epochs`` (``epochs_key`` names it)."""
+        if self.milestones is None:
+            return
+        if self.name != "step":
+            raise ValueError(f"train.schedule.milestones apply to name: step only, not {self.name}")
+        if self.milestones != sorted(set(self.milestones)) or max(self.milestones, default=0) > epochs:
+            raise ValueError(
+                f"train.schedule.milestones = {self.milestones}: must be strictly increasing epochs "
+                f"in 1..{epochs} ({epochs_key})"
+            )
 
 
 class ScalingParams(_Section):
@@ -181,4 +201,50 @@ class TrainParams(_Section):
                     f"{key} is true but strategy '{strategy.strategy}' takes no EANN weights (it takes "
                     f"{', '.join(strategy_hparams(strategy.strategy))}): set {key} to false or pick another"
                 )
+        return self
+
+    def member_names(self) -> list[str]:
+        """The members' names in order of depth (generated ones are m0, m1, ...)."""
+        return [name for name, *_ in self._member_networks()]
+
+    def _member_networks(self) -> list[tuple[str, int | None, ModelParams, WeightingParams]]:
+        """(name, n, model, weighting) of every member, shared values filled in."""
+        if self.members is not None:
+            return [(m.name, m.n, m.model or self.model, m.weighting or self.weighting) for m in self.members]
+        assert self.eann is not None
+        eann = self.eann
+        return [(f"m{k}", eann.n0 * eann.base**k, self.model, self.weighting) for k in range(eann.members)]
+
+    @model_validator(mode="after")
+    def _members_trainable(self) -> TrainParams:
+        """Rules the Ray workers would otherwise enforce one failed attempt at a time."""
+        if self.members == []:
+            raise ValueError("train.members is empty: list at least one member, or use train.eann instead")
+        for member in self.members or []:
+            if isinstance(member.model or self.model, ResANNParams) and member.n is None:
+                raise ValueError(f"train.members.{member.name}.n is missing: a resann member needs n >= 1")
+        for name, n, model, weighting in self._member_networks():
+            units = model.num_units(n)
+            if model.period > units:
+                raise ValueError(
+                    f"train.model.period = {model.period} for member {name}: must be in 1..{units} "
+                    "(its units)"
+                )
+            heads = len(head_positions(units, model.period))
+            try:
+                create_strategy(weighting.strategy, num_heads=heads, **weighting.hparams())
+            except ValueError as exc:
+                raise ValueError(
+                    f"train.weighting {weighting.strategy} for member {name} ({heads} heads): {exc}"
+                ) from None
+        for member in self.members or []:
+            if member.epochs is not None:
+                self.schedule.check_epochs(member.epochs, f"train.members.{member.name}.epochs")
+        self.schedule.check_epochs(self.epochs, "train.epochs")
+        unknown = [m for m in self.opt.members if m != "last" and m not in self.member_names()]
+        if unknown:
+            raise ValueError(
+                f"train.opt.members: {', '.join(map(repr, unknown))} not a member; "
+                f"allowed: last, {', '.join(self.member_names())}"
+            )
         return self

@@ -180,10 +180,16 @@ def member_milestone_heads(member: dict[str, Any]) -> dict[float, int | None]:
 
 
 def opt_heads(member: dict[str, Any], milestones: list[float]) -> list[int]:
-    """Distinct milestone heads of a member, in increasing order."""
-    heads = member_milestone_heads(member)
-    chosen = {heads[m] for m in milestones}
-    return sorted(h for h in chosen if h is not None)
+    """Distinct milestone heads of a member (measured FLOPs), in increasing order."""
+    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
+    heads = milestone_heads(costs)
+    headless = [m for m in milestones if heads[MILESTONE_KEYS[m]] is None]
+    if headless:
+        raise ValueError(
+            f"train.opt.milestones {headless} select no head of member {member['member']} (its first head "
+            f"costs {costs[0] / costs[-1]:.2f} of the last): drop them or choose a deeper member"
+        )
+    return sorted({heads[MILESTONE_KEYS[m]] for m in milestones})
 
 
 def plan_runs(

@@ -27,11 +27,19 @@ READERS: dict[str, Reader] = {
 DATASETS = tuple(READERS)
 
 
-def read_dataset(name: str, root: str | Path, *, image_size: int = 224) -> RawDataset:
-    """Read dataset ``name`` from the fetched directory ``root`` (e.g. ``data/raw/<name>``)."""
+def read_dataset(
+    name: str, root: str | Path, *, image_size: int = 224, label: str | None = None
+) -> RawDataset:
+    """Read dataset ``name`` from the fetched directory ``root`` (e.g. ``data/raw/<name>``).
+
+    Errors name ``label`` (what the user gave, e.g. the location; default ``root``) and the file under it.
+    """
     if name not in READERS:
         raise DataError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: raw data directory not found (run the fetch stage first)")
-    return READERS[name](root, image_size=image_size)
+    try:
+        return READERS[name](root, image_size=image_size)
+    except DataError as exc:
+        raise DataError(f"{label or root}: {exc}") from None

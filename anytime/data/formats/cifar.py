@@ -126,7 +126,7 @@ def read_cifar10(root: Path) -> RawDataset:
     else:
         train = [p for p in _batches(root, "data_batch_*") if p.suffix == ""]
         if not train:
-            raise DataError(f"{root}: no CIFAR-10 batches (data_batch_*.bin or python data_batch_*)")
+            raise DataError("no CIFAR-10 batches (data_batch_*.bin or python data_batch_*)")
         splits = {
             "train": _read_pickled(train, "labels"),
             "test": _read_pickled([find_one(root, ["test_batch"], "CIFAR-10 test batch")], "labels"),

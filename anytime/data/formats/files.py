@@ -12,7 +12,7 @@ def find_one(root: Path, patterns: list[str], what: str) -> Path:
     for pattern in patterns:
         hits = sorted(p for p in root.rglob(pattern) if p.is_file())
         if len(hits) > 1:
-            raise DataError(f"{root}: several files match {pattern!r} for {what}: {[h.name for h in hits]}")
+            raise DataError(f"several files match {pattern!r} for {what}: {[h.name for h in hits]}")
         if hits:
             return hits[0]
-    raise DataError(f"{root}: no {what} file (looked for {', '.join(patterns)})")
+    raise DataError(f"no {what} file (looked for {', '.join(patterns)})")

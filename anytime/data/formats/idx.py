@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from anytime.data.archives import read_maybe_gzip
+from anytime.data.archives import max_content_bytes, open_maybe_gzip
 from anytime.data.dataset import RawDataset, Split
 from anytime.data.errors import DataError
 from anytime.data.formats.files import find_one
@@ -32,23 +34,49 @@ CLASS_NAMES = {
 SPLIT_PREFIXES = {"train": ["train"], "test": ["t10k", "test"]}
 
 
+def _read_exactly(fh: BinaryIO, out: np.ndarray) -> int:
+    view, filled = memoryview(out).cast("B"), 0
+    while filled < len(view) and (n := fh.readinto(view[filled:])):
+        filled += n
+    return filled
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """Decode one uint8 IDX file (optionally gzipped), checking its size against the header."""
+    """Decode one uint8 IDX file (optionally gzipped), checking its size against the header.
+
+    The header is checked against what the file can hold before any memory is set aside, so a header
+    declaring 10^9 images or a gzip bomb is refused instead of exhausting memory.
+    """
     path = Path(path)
-    data = read_maybe_gzip(path)
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-        raise DataError(f"{path.name}: not a uint8 IDX file (bad magic number)")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path.name}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims))
-    if len(data) - header != expected:
-        raise DataError(
-            f"{path.name}: truncated or corrupt: header promises {expected} bytes, found {len(data) - header}"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    with open_maybe_gzip(path) as fh:
+        magic = fh.read(4)
+        if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != 0x08:
+            raise DataError(f"{path.name}: not a uint8 IDX file (bad magic number)")
+        ndim = magic[3]
+        shape = fh.read(4 * ndim)
+        if len(shape) < 4 * ndim:
+            raise DataError(f"{path.name}: truncated IDX header")
+        dims = struct.unpack(f">{ndim}I", shape)
+        expected = math.prod(dims)
+        room = max_content_bytes(path) - (0 if path.suffix == ".gz" else 4 + 4 * ndim)
+        if expected > room:
+            if path.suffix != ".gz":
+                raise DataError(
+                    f"{path.name}: truncated or corrupt: header promises {expected} bytes, found {room}"
+                )
+            raise DataError(
+                f"{path.name}: header declares {list(dims)} ({expected} bytes), more than the file can "
+                "hold; corrupt or a decompression bomb"
+            )
+        data = np.empty(dims, dtype=np.uint8)
+        found = _read_exactly(fh, data)
+        if found != expected:
+            raise DataError(
+                f"{path.name}: truncated or corrupt: header promises {expected} bytes, found {found}"
+            )
+        if fh.read(1):
+            raise DataError(f"{path.name}: corrupt: more bytes than the header's {expected}")
+    return data
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
@@ -79,5 +107,5 @@ def read_mnist_like(root: Path, name: str) -> RawDataset:
     splits = {split: _read_split(root, split) for split in ("train", "test")}
     h, w = splits["train"].images.shape[1:3]
     if splits["test"].images.shape[1:3] != (h, w):
-        raise DataError(f"{root}: train images are {h}x{w} but test images are not")
+        raise DataError(f"train images are {h}x{w} but test images are not")
     return RawDataset(name, CLASS_NAMES[name], (h, w, 1), "raw", splits)

@@ -22,7 +22,7 @@ def _find_root(root: Path) -> Path:
     for candidate in candidates:
         if (candidate / "train").is_dir():
             return candidate
-    raise DataError(f"{root}: no 'train/' folder of class folders found")
+    raise DataError("no 'train/' folder of class folders found")
 
 
 def _read_split(split_dir: Path, classes: list[str]) -> Split:
@@ -30,7 +30,7 @@ def _read_split(split_dir: Path, classes: list[str]) -> Split:
     files, labels = [], []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         if class_dir.name not in index:
-            raise DataError(f"{class_dir}: class '{class_dir.name}' does not exist in train/")
+            raise DataError(f"{split_dir.name}/{class_dir.name}: no class '{class_dir.name}' in train/")
         for path in sorted(class_dir.rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(path)
@@ -43,9 +43,9 @@ def read_imagefolder(root: Path, *, image_size: int = 224) -> RawDataset:
     base = _find_root(root)
     classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
     if not classes:
-        raise DataError(f"{base / 'train'}: no class folders")
+        raise DataError("train/: no class folders")
     test_dir = next((base / d for d in ("val", "test") if (base / d).is_dir()), None)
     if test_dir is None:
-        raise DataError(f"{base}: no 'val/' or 'test/' folder for the test split")
+        raise DataError("no 'val/' or 'test/' folder for the test split")
     splits = {"train": _read_split(base / "train", classes), "test": _read_split(test_dir, classes)}
     return RawDataset("imagefolder", classes, (image_size, image_size, 3), "encoded", splits)
