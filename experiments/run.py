@@ -9,15 +9,49 @@ off. Progress is the queue draining; each experiment's own log is ``dvc queue lo
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from experiments.sets import SIZES, Experiment, experiment_set, set_args
+from pipelines.io import write_json
 
 POLL_S = 20
+
+
+def run_log(size: str) -> Path:
+    """Per-size record of when each experiment ran and on what (read by :mod:`experiments.results`)."""
+    return Path(f"experiments/log-{size}.json")
+
+
+def hardware() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+
+
+class RunLog:
+    """Wall time per experiment, observed from the queue's state changes (to within one poll)."""
+
+    def __init__(self, size: str) -> None:
+        self.path = run_log(size)
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {"experiments": {}}
+        self.data["hardware"] = hardware()
+        self.started: dict[str, float] = {}
+
+    def observe(self, states: dict[str, str]) -> None:
+        for name, state in states.items():
+            if state == "Running":
+                self.started.setdefault(name, time.monotonic())
+            elif state in ("Success", "Failed") and name in self.started:
+                minutes = (time.monotonic() - self.started.pop(name)) / 60
+                self.data["experiments"][name] = {"state": state, "minutes": round(minutes, 1)}
+                write_json(self.path, self.data)
 
 
 def dvc(*args: str) -> str:
@@ -35,11 +69,13 @@ def queue_states() -> dict[str, str]:
     return {row[1]: row[-1] for row in rows if len(row) >= 4 and row[0] != "Worker"}
 
 
-def existing_names() -> set[str]:
-    """Experiments that are done (any baseline) or waiting in the queue; failed ones are run again."""
-    done = set(dvc("exp", "list", "--all-commits", "--name-only").split())
-    waiting = {name for name, state in queue_states().items() if state in ("Queued", "Running")}
-    return done | waiting
+def finished_names() -> set[str]:
+    """Experiments DVC has finished, on any baseline commit."""
+    return set(dvc("exp", "list", "--all-commits", "--name-only").split())
+
+
+def workers_active() -> bool:
+    return "Worker status: 0 active" not in dvc("queue", "status")
 
 
 def queue(experiment: Experiment) -> None:
@@ -62,6 +98,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def wait(names: set[str], log: RunLog) -> list[str]:
+    """Poll the queue until none of ``names`` is queued or running; return the failed ones."""
+    with tqdm(total=len(names), unit="exp", desc="experiments") as bar:
+        while True:
+            states = {name: state for name, state in queue_states().items() if name in names}
+            log.observe(states)
+            left = sum(1 for state in states.values() if state in ("Queued", "Running"))
+            bar.n = len(names) - left
+            bar.refresh()
+            if not left:
+                return [name for name, state in states.items() if state == "Failed"]
+            time.sleep(POLL_S)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     experiments = experiment_set(args.size, tuple(args.kind or ("weighting", "eann")))
@@ -69,30 +119,23 @@ def main(argv: list[str] | None = None) -> None:
         for e in experiments:
             print(" ".join(["dvc", "exp", "run", "--queue", "-n", e.name, *set_args(e), e.target]))
         return
-    done = existing_names()
+    done, states = finished_names(), queue_states()
     todo = [e for e in experiments if e.name not in done]
-    print(
-        f"experiments: {len(experiments)} in set, {len(experiments) - len(todo)} exist, {len(todo)} to go"
-    )
+    waiting = {e.name for e in todo if states.get(e.name) in ("Queued", "Running")}
+    print(f"experiments: {len(experiments)} in set, {len(experiments) - len(todo)} done, {len(todo)} to go")
     for experiment in todo:
-        queue(experiment)
+        if experiment.name not in waiting:
+            queue(experiment)
     if not todo:
         return
     started = time.monotonic()
-    dvc("queue", "start", "--jobs", str(args.jobs))
-    with tqdm(total=len(todo), unit="exp", desc="experiments") as bar:
-        while (left := pending({e.name for e in todo})) > 0:
-            bar.n = len(todo) - left
-            bar.refresh()
-            time.sleep(POLL_S)
-        bar.n = len(todo)
-    failed = [
-        name for name, state in queue_states().items() if name in {e.name for e in todo} and state == "Failed"
-    ]
+    if not workers_active():
+        dvc("queue", "start", "--jobs", str(args.jobs))
+    failed = wait({e.name for e in todo}, RunLog(args.size))
     print(f"experiments: ran {len(todo)} in {(time.monotonic() - started) / 60:.1f} min")
     if failed:
         print(
-            "error: failed experiments (see `dvc queue logs <name>`):\n" + "\n".join(failed), file=sys.stderr
+            f"error: failed experiments (see `dvc queue logs <name>`): {', '.join(failed)}", file=sys.stderr
         )
         sys.exit(1)
 
