@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: install repro test test-quick lint clean
+.PHONY: install repro test test-quick lint clean experiments results
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The papers' tables on Fashion-MNIST (docs/results.md): queue and run the DVC experiments, then rebuild the tables.
+experiments: $(STAMP)
+	$(BIN)/python -m experiments.run --size cpu
+
+results: $(STAMP)
+	$(BIN)/python -m experiments.results --size cpu
