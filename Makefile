@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: install repro test test-quick lint clean
+.PHONY: install repro test test-quick lint clean experiments results
 
 # torch first and alone, from TORCH_INDEX_URL when set: that index's build (2.13.0+cpu) sorts above PyPI's
 # 2.13.0 and satisfies the same public pin in constraints.txt, so the second step keeps it.
@@ -41,3 +41,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The papers' tables on Fashion-MNIST (docs/results.md): queue and run the DVC experiments, then rebuild the tables.
+experiments: $(STAMP)
+	$(BIN)/python -m experiments.run --size cpu
+
+results: $(STAMP)
+	$(BIN)/python -m experiments.results --size cpu

@@ -38,6 +38,7 @@ def main() -> None:
             rows_per_shard=params.rows_per_shard,
             row_group_rows=params.row_group_rows,
             augment=augment_from(params),
+            train_subset=params.train_subset,
         )
     counts = ", ".join(f"{name} {entry['count']}" for name, entry in manifest["splits"].items())
     print(f"sharded {params.dataset} into {dest}: {counts}")

@@ -107,3 +107,18 @@ def test_imagefolder_shards_keep_encoded_bytes(tmp_path: Path) -> None:
     ]
     assert sorted(stored) == sorted(data for data, _ in truth["train"])
     assert all(0 < m < 1 for m in manifest["mean"]) and len(manifest["std"]) == 3
+
+
+def test_train_subset_keeps_a_seeded_share_before_the_val_carve() -> None:
+    train, val = split_train_val(1000, 0.1, 7, subset=200)
+    assert (len(train), len(val)) == (180, 20)
+    kept = np.concatenate([train, val])
+    assert len(np.unique(kept)) == 200 and kept.min() >= 0 and kept.max() < 1000
+    assert not set(train.tolist()) & set(val.tolist())
+    again = split_train_val(1000, 0.1, 7, subset=200)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val), again, strict=True))
+    other = np.concatenate(split_train_val(1000, 0.1, 8, subset=200))
+    assert set(other.tolist()) != set(kept.tolist())  # the seed picks the subset
+    for bad in (0, 1001):
+        with pytest.raises(DataError, match="train_subset"):
+            split_train_val(1000, 0.1, 7, subset=bad)

@@ -26,12 +26,21 @@ STATS_SAMPLE = 512  # encoded images decoded to estimate mean/std
 STATS_CHUNK = 4096
 
 
-def split_train_val(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted train and val indices: a ``seed``-determined random ``val_fraction`` of ``count`` rows."""
-    n_val = round(count * val_fraction)
-    if n_val >= count:
-        raise DataError(f"val_fraction {val_fraction} leaves no training samples out of {count}")
-    perm = np.random.default_rng(seed).permutation(count)
+def split_train_val(
+    count: int, val_fraction: float, seed: int, subset: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and val indices: a ``seed``-determined random ``val_fraction`` of ``count`` rows.
+
+    ``subset`` keeps only that many of the ``count`` rows (the same seeded permutation's first ones) before
+    validation is carved from them: a smaller training set for runs sized to a laptop.
+    """
+    if subset is not None and not 0 < subset <= count:
+        raise DataError(f"train_subset {subset} is invalid: the training split has {count} images")
+    kept = count if subset is None else subset
+    n_val = round(kept * val_fraction)
+    if n_val >= kept:
+        raise DataError(f"val_fraction {val_fraction} leaves no training samples out of {kept}")
+    perm = np.random.default_rng(seed).permutation(count)[:kept]
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -105,14 +114,16 @@ def write_shards(
     rows_per_shard: int,
     row_group_rows: int,
     augment: Augment | None = None,
+    train_subset: int | None = None,
 ) -> dict[str, Any]:
     """Shard ``raw`` into ``root`` (train/val/test + manifest.json) and return the manifest.
 
-    ``augment`` is recorded as the dataset's training augmentation (default: :func:`default_augment`).
+    ``augment`` is recorded as the dataset's training augmentation (default: :func:`default_augment`);
+    ``train_subset`` keeps a seeded subset of the training images (train + val), test stays whole.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    train_idx, val_idx = split_train_val(len(raw.splits["train"]), val_fraction, seed)
+    train_idx, val_idx = split_train_val(len(raw.splits["train"]), val_fraction, seed, train_subset)
     mean, std = channel_stats(raw, train_idx, seed)
     sizes = {"rows_per_shard": rows_per_shard, "row_group_rows": row_group_rows}
     test = raw.splits["test"]
@@ -131,6 +142,7 @@ def write_shards(
         "std": std,
         "splits": splits,
         "val_fraction": val_fraction,
+        "train_subset": train_subset,
         "seed": seed,
         "augment": (augment or default_augment(raw.name)).to_dict(),
     }

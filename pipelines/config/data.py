@@ -32,6 +32,7 @@ class DataParams(BaseModel):
     cache_dir: str = str(DOWNLOAD_CACHE)
     stall_timeout_s: float = Field(default=60.0, gt=0.0)  # a download with no bytes for this long ends
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    train_subset: int | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0)
     rows_per_shard: int = Field(default=512, gt=0)
     row_group_rows: int = Field(default=128, gt=0)
