@@ -1,17 +1,18 @@
-"""DVC stage ``assemble``: trained members (and OPT runs) -> EANN error-vs-budget curves and a summary.
+"""DVC stage ``assemble``: trained members (and OPT runs) -> EANN error-vs-budget curves and their summary.
 
-Reads ``outputs/members/*/metrics.json`` and ``outputs/opt/*/metrics.json`` (the train stage's contract),
+Reads the train stage's outputs (``outputs/members/*/``, ``outputs/opt/*/``: DESIGN.md "Member outputs"),
 traces the sequential and FIFO W-worker schedules (chosen on validation, reported on test) and writes
-``outputs/assemble/curves.json`` and ``summary.json`` together, atomically.
+``outputs/assemble/assembly.json`` (:class:`anytime.eann.Assembly`, the report stage's input), atomically.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 
-from anytime.eann import load_member
-from anytime.eann.evaluation import assemble
+import numpy as np
+
+from anytime.eann import Assembly, MemberCurve, OptBaseline, assemble, load_member
 from pipelines.cli import UserError, run
 from pipelines.config import load_params
 from pipelines.io import atomic_path
@@ -19,41 +20,75 @@ from pipelines.io import atomic_path
 MEMBERS_DIR = Path("outputs/members")
 OPT_DIR = Path("outputs/opt")
 OUT_DIR = Path("outputs/assemble")
+ASSEMBLY_FILE = "assembly.json"
+# The train stage names OPT(j) of member m "<m>-opt<j>" (pipelines/members.py, opt_config).
+OPT_RUN_NAME = re.compile(r"^(?P<member>.+)-opt(?P<head>\d+)$")
 
 
-def load_runs(root: Path) -> list:
-    """Every run under ``root`` that has a ``metrics.json`` (none if ``root`` does not exist)."""
+def run_dirs(root: Path) -> list[Path]:
+    """Every run directory under ``root`` that has a ``metrics.json`` (none if ``root`` does not exist)."""
     if not root.is_dir():
         return []
-    return [load_member(d) for d in sorted(root.iterdir()) if (d / "metrics.json").is_file()]
+    return [d for d in sorted(root.iterdir()) if (d / "metrics.json").is_file()]
+
+
+def load_runs(root: Path) -> list[MemberCurve]:
+    return [load_member(d) for d in run_dirs(root)]
+
+
+def opt_baselines(opts: list[MemberCurve]) -> list[OptBaseline]:
+    """Which member head each OPT run stands for, read from the train stage's run names."""
+    baselines = []
+    for opt in opts:
+        match = OPT_RUN_NAME.match(opt.name)
+        if match is None:
+            raise UserError(f"{OPT_DIR}/: run {opt.name!r} is not an OPT run (named <member>-opt<head>)")
+        baselines.append(OptBaseline(member=match["member"], head=int(match["head"]), run=opt))
+    return baselines
+
+
+def shared_test_size(directories: list[Path]) -> int:
+    """The number of test samples behind every error: the same test split for every run, or an error."""
+    sizes = {}
+    for d in directories:
+        try:
+            sizes[d] = int(np.load(d / "labels_test.npy", mmap_mode="r").shape[0])
+        except FileNotFoundError:
+            raise UserError(f"{d / 'labels_test.npy'}: missing (run the train stage first)") from None
+    if len(set(sizes.values())) != 1:
+        listed = ", ".join(f"{d.name}: {n}" for d, n in sizes.items())
+        raise UserError(f"runs were tested on test splits of different sizes ({listed}): retrain them")
+    return next(iter(sizes.values()))
 
 
 def main() -> None:
     params = load_params().assemble
-    members = load_runs(MEMBERS_DIR)
-    if not members:
+    directories = run_dirs(MEMBERS_DIR)
+    if not directories:
         raise UserError(f"no trained members in {MEMBERS_DIR}/: run the train stage first")
-    if params.workers is not None and max(params.workers) > len(members):
+    if params.workers is not None and max(params.workers) > len(directories):
         raise UserError(
-            f"assemble.workers = {params.workers}: at most {len(members)} workers (one per member) make sense"
+            f"assemble.workers = {params.workers}: at most {len(directories)} workers (one per member) "
+            "make sense"
         )
-    opts = load_runs(OPT_DIR)
-    curves, summary = assemble(
+    members = [load_member(d) for d in directories]
+    baselines = opt_baselines(load_runs(OPT_DIR))
+    assembly: Assembly = assemble(
         members,
-        opts,
+        baselines,
+        test_size=shared_test_size(directories + run_dirs(OPT_DIR)),
         workers=params.workers,
         near_optimal_from=params.near_optimal_from,
         milestones=params.milestones,
     )
     with atomic_path(OUT_DIR) as tmp:
         tmp.mkdir()
-        rows = {label: {"workers": c.workers, "rows": c.rows()} for label, c in curves.items()}
-        (tmp / "curves.json").write_text(json.dumps(rows, indent=1) + "\n")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    seq = summary["schedules"]["sequential"]
+        (tmp / ASSEMBLY_FILE).write_text(assembly.model_dump_json(indent=1) + "\n")
+    seq = assembly.summary.schedules["sequential"]
     print(
-        f"assembled {len(members)} members ({len(opts)} OPT runs): sequential AUC {seq['auc']:.4f}, "
-        f"final test error {seq['final_test_error']:.4f}; curves for {', '.join(curves)} in {OUT_DIR}/"
+        f"assembled {len(members)} members ({len(baselines)} OPT runs): sequential AUC {seq.auc:.4f}, "
+        f"final test error {seq.final_test_error:.4f} on {assembly.summary.test_size} test samples; "
+        f"curves for {', '.join(assembly.curves)} in {OUT_DIR}/"
     )
 
 

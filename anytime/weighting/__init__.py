@@ -14,7 +14,13 @@ from anytime.weighting.noregret import (
     RandomWeightedMajority,
     relative_rewards,
 )
-from anytime.weighting.static import NORMALISATIONS, SCHEMES, StaticStrategy, static_weights
+from anytime.weighting.static import (
+    NORMALISATIONS,
+    SCHEMES,
+    StaticStrategy,
+    eann_zeroed_heads,
+    static_weights,
+)
 
 __all__ = [
     "NORMALISATIONS",
@@ -30,6 +36,7 @@ __all__ = [
     "WeightingStrategy",
     "adaloss_weights",
     "create_strategy",
+    "eann_zeroed_heads",
     "list_strategies",
     "register_strategy",
     "relative_rewards",

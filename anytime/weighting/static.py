@@ -67,6 +67,11 @@ _SCHEMES: dict[str, tuple[Callable[..., list[Fraction]], int]] = {
 SCHEMES = tuple(_SCHEMES)
 
 
+def eann_zeroed_heads(K: int) -> int:
+    """How many leading heads of a K-head EANN member get weight 0 (no loss: they stay untrained)."""
+    return K // 2
+
+
 def static_weights(
     scheme: str, K: int, normalisation: str = "last", eann: bool = False, *, j: int | None = None
 ) -> list[float]:
@@ -94,9 +99,10 @@ def static_weights(
     else:
         raw = build(K)
     if eann:
-        raw = [Fraction(0)] * (K // 2) + raw[K // 2 :]
+        zeroed = eann_zeroed_heads(K)
+        raw = [Fraction(0)] * zeroed + raw[zeroed:]
         if not any(raw):
-            raise ValueError(f"j={j!r} is invalid with eann=True: heads 0..{K // 2 - 1} are zeroed for K={K}")
+            raise ValueError(f"j={j!r} is invalid with eann=True: heads 0..{zeroed - 1} are zeroed for K={K}")
     if scheme != "opt" and normalisation != "none":
         scale = raw[-1] if normalisation == "last" else sum(raw)
         raw = [w / scale for w in raw]
