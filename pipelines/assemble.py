@@ -32,10 +32,6 @@ def run_dirs(root: Path) -> list[Path]:
     return [d for d in sorted(root.iterdir()) if (d / "metrics.json").is_file()]
 
 
-def load_runs(root: Path) -> list[MemberCurve]:
-    return [load_member(d) for d in run_dirs(root)]
-
-
 def opt_baselines(opts: list[MemberCurve]) -> list[OptBaseline]:
     """Which member head each OPT run stands for, read from the train stage's run names."""
     baselines = []
@@ -63,7 +59,7 @@ def shared_test_size(directories: list[Path]) -> int:
 
 def main() -> None:
     params = load_params().assemble
-    directories = run_dirs(MEMBERS_DIR)
+    directories, opt_directories = run_dirs(MEMBERS_DIR), run_dirs(OPT_DIR)
     if not directories:
         raise UserError(f"no trained members in {MEMBERS_DIR}/: run the train stage first")
     if params.workers is not None and max(params.workers) > len(directories):
@@ -72,11 +68,11 @@ def main() -> None:
             "make sense"
         )
     members = [load_member(d) for d in directories]
-    baselines = opt_baselines(load_runs(OPT_DIR))
+    baselines = opt_baselines([load_member(d) for d in opt_directories])
     assembly: Assembly = assemble(
         members,
         baselines,
-        test_size=shared_test_size(directories + run_dirs(OPT_DIR)),
+        test_size=shared_test_size(directories + opt_directories),
         workers=params.workers,
         near_optimal_from=params.near_optimal_from,
         milestones=params.milestones,
