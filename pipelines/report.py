@@ -69,6 +69,20 @@ def _points(value: float) -> str:
     return f"{100 * value:.2g}"
 
 
+NOISE = "†"  # marks a comparison whose two errors' 95% intervals overlap
+NOISE_NOTE = (
+    f"{NOISE}: the two errors' 95% intervals overlap, so at this test size the difference may be noise."
+)
+
+
+def _relative(value: float | None, err: float | None, err_opt: float | None, n: int) -> str:
+    """A relative increase over OPT, marked when the two errors cannot be told apart on ``n`` samples."""
+    if value is None or err is None or err_opt is None:
+        return _fmt(value)
+    (low, high), (opt_low, opt_high) = error_interval(err, n), error_interval(err_opt, n)
+    return f"{_fmt(value)} {NOISE}" if low <= opt_high and opt_low <= high else _fmt(value)
+
+
 def findings(assembly: Assembly) -> list[str]:
     """The paragraph read first: what this run shows, and what its test-set size cannot show."""
     summary, n = assembly.summary, assembly.summary.test_size
@@ -82,8 +96,7 @@ def findings(assembly: Assembly) -> list[str]:
     cannot = (
         "**What it cannot show.** Differences smaller than the intervals (about "
         f"+-{_points((high - low) / 2)} points around that final error) are noise at n = {n}, and the "
-        "relative increases over OPT below magnify them. One run with one seed says nothing about the "
-        "spread between seeds."
+        f"relative increases over OPT below magnify them (marked {NOISE} where the intervals overlap)."
     )
     opt = summary.baselines.get("OPT")
     if opt is not None:
@@ -108,6 +121,7 @@ def findings(assembly: Assembly) -> list[str]:
             f" Heads that EANN weights leave untrained ({', '.join(untrained)}) had no loss: their errors "
             "are those of untrained classifiers, marked and not compared with OPT."
         )
+    cannot += " One run with one seed says nothing about the spread between seeds."
     return [shows, "", cannot, ""]
 
 
@@ -143,6 +157,7 @@ def opt_section(summary: EannSummary) -> list[str]:
         f"over that network's cost (the measured inflation). Test errors on n = {n} samples.",
         "",
     ]
+    opt = summary.baselines["OPT"]
     header = ["baseline", "AUC", "final error"] + [f"error @ {m}x deepest" for m in milestones]
     lines += _table(
         header,
@@ -154,11 +169,11 @@ def opt_section(summary: EannSummary) -> list[str]:
     header = ["schedule"] + [f"rel. increase @ {m}x (%)" for m in milestones] + ["budget to match OPT"]
     rows = [
         [label]
-        + [s.relative_to_opt[m] for m in milestones]
+        + [_relative(s.relative_to_opt[m], s.error_at[m], opt.error_at[m], n) for m in milestones]
         + [", ".join(_fmt(r, 3) for r in s.budget_to_match_opt)]
         for label, s in summary.schedules.items()
     ]
-    return lines + _table(header, rows)
+    return lines + _table(header, rows) + [NOISE_NOTE, ""]
 
 
 def members_section(assembly: Assembly) -> list[str]:
@@ -189,12 +204,14 @@ def members_section(assembly: Assembly) -> list[str]:
                 r.flops,
                 _error(r.test_error, n),
                 _error(r.opt_test_error, n),
-                r.relative_increase if r.trained else "untrained (EANN weights)",
+                _relative(r.relative_increase, r.test_error, r.opt_test_error, n)
+                if r.trained
+                else "untrained (EANN weights)",
             ]
             for r in rows
         ],
     )
-    return lines
+    return [*lines, NOISE_NOTE, ""]
 
 
 def inflation_section(summary: EannSummary) -> list[str]:

@@ -19,10 +19,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from anytime.eann import MemberCurve, OptBaseline, eann_curve, inflation
+from anytime.eann import MemberCurve, OptBaseline, assemble, eann_curve, inflation
 from pipelines.assemble import opt_baselines, shared_test_size
 from pipelines.cli import UserError
-from pipelines.report import read_assembly
+from pipelines.report import markdown, read_assembly
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -217,10 +217,11 @@ def test_two_members_worked_by_hand(workdir):
     # Relative increase 100 (err - err_OPT) / err_OPT: no OPT answer at 100; 0.4 vs 0.3 = 33.3333;
     # 0.4 vs 0.1 = 300; W=2: 0.35 vs 0.3 = 16.6667, 0.15 vs 0.1 = 50. Budget to match OPT(1) (0.3):
     # sequential first <= 0.3 at 600 -> 600 / 200 = 3; W=2 at 400 -> 2. Nothing reaches OPT(3)'s 0.1.
+    # Every pair's intervals overlap at n = 20 (e.g. 0.4 [0.2188, 0.6134] and 0.1 [0.0279, 0.3010]): all †.
     assert table(text, "rel. increase @") == [
-        ["sequential", "-", "33.3333", "33.3333", "300", "3.000, -"],
-        ["fifo-W1", "-", "33.3333", "33.3333", "300", "3.000, -"],
-        ["fifo-W2", "-", "33.3333", "16.6667", "50.0000", "2.000, -"],
+        ["sequential", "-", "33.3333 †", "33.3333 †", "300 †", "3.000, -"],
+        ["fifo-W1", "-", "33.3333 †", "33.3333 †", "300 †", "3.000, -"],
+        ["fifo-W2", "-", "33.3333 †", "16.6667 †", "50.0000 †", "2.000, -"],
     ]
     assert table(text, "## Members") == [
         ["m0", "2", "0", "200", WILSON_20[0.4]],
@@ -229,7 +230,7 @@ def test_two_members_worked_by_hand(workdir):
     # m1's head 1 had weight 0 (EANN): marked, not compared; head 3: 0.15 vs 0.1 = 50%.
     assert table(text, "### Member heads against OPT") == [
         ["m1", "1", "200", WILSON_20[0.9], WILSON_20[0.3], "untrained (EANN weights)"],
-        ["m1", "3", "400", WILSON_20[0.15], WILSON_20[0.1], "50.0000"],
+        ["m1", "3", "400", WILSON_20[0.15], WILSON_20[0.1], "50.0000 †"],
     ]
     # Inflation of costs (200, 400). W=1: m0 [0, 200), m1 [200, 600), B in [200, 600].
     #   finals only: D = 200 until 600, worst -> 600/200 = 3, average (600^2 - 200^2) / (2 * 200 * 400) = 2.
@@ -294,6 +295,24 @@ def test_two_members_worked_by_hand(workdir):
         ("m1", "1", "200.0", "0.9", "False"),
         ("m1", "2", "300.0", "0.35", "True"),
         ("m1", "3", "400.0", "0.15", "True"),
+    ]
+
+
+def test_on_a_large_test_set_differences_are_told_apart():
+    """The same errors on n = 10000: intervals of about +-0.7 points no longer overlap, nothing is marked."""
+    members = [
+        MemberCurve("m0", [100, 200], [0.5, 0.3], [0.6, 0.4]),
+        MemberCurve("m1", [100, 200, 300, 400], [0.9, 0.9, 0.3, 0.1], [0.85, 0.9, 0.35, 0.15], 2),
+    ]
+    opt = OptBaseline("m1", 3, MemberCurve("m1-opt3", [400], [0.1], [0.1]))
+    text = markdown(assemble(members, [opt], test_size=10_000), {})
+    # 0.15 on 10000: centre (0.15 + 0.000192) / 1.000384 = 0.150134, half 1.959964 sqrt(0.00001275 +
+    # 0.0000000096) / 1.000384 = 0.006998: [0.1431, 0.1571]; 0.1: centre 0.100154, half 0.005881:
+    # [0.0943, 0.1060].
+    assert "0.1500 [0.1431, 0.1571]" in text and "0.1000 [0.0943, 0.1060]" in text
+    assert "the intervals do not overlap" in text and "about +-0.7 points" in text
+    assert table(text, "### Member heads against OPT") == [
+        ["m1", "3", "400", "0.1500 [0.1431, 0.1571]", "0.1000 [0.0943, 0.1060]", "50.0000"]
     ]
 
 
