@@ -27,10 +27,20 @@ def _step(ax, curve: EannCurve, horizon: float, **style) -> None:
 
 
 def members_figure(members: Sequence[MemberCurve]) -> Figure:
-    """Every member's anytime curve: test error of each head against its cumulative FLOPs."""
+    """Every member's anytime curve: test error of each head against its cumulative FLOPs.
+
+    Heads that EANN weights left untrained are drawn as crosses: their errors are not the method's.
+    """
     fig, ax = _axes("Anytime curves of the EANN members", "FLOPs per sample (cumulative, log scale)")
     for m in members:
-        ax.plot(m.flops, m.test_error, marker="o", markersize=3, label=f"{m.name} ({len(m.flops)} heads)")
+        (line,) = ax.plot(
+            m.flops, m.test_error, marker="o", markersize=3, label=f"{m.name} ({len(m.flops)} heads)"
+        )
+        if m.untrained_heads:
+            untrained = slice(0, m.untrained_heads)
+            ax.plot(m.flops[untrained], m.test_error[untrained], "x", color=line.get_color(), markersize=7)
+    if any(m.untrained_heads for m in members):
+        ax.plot([], [], "x", color="grey", label="untrained head (EANN weights)")
     ax.set_xscale("log")
     ax.legend(fontsize="small")
     return fig
