@@ -10,12 +10,14 @@ trained network's per-head test errors from its cached ``metrics.json`` at the e
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 import subprocess
 from pathlib import Path
 
 import dvc.api
+import numpy as np
 
 from anytime.eann import MemberCurve
 from anytime.metrics import milestone_heads
@@ -28,9 +30,9 @@ from experiments.tables import (
     markdown_cost_to_reach,
     markdown_eann,
     markdown_weighting,
-    opt_name,
     weighting_table,
 )
+from pipelines.paths import opt_run_name
 
 NAME = re.compile(r"^repro-(?P<size>\w+)-(?P<kind>weighting|eann)-s(?P<seed>\d+)$")
 
@@ -58,8 +60,11 @@ def read_trial(rev: str, seed: int, members: list[str], reference: str) -> Trial
     """The experiment's members and the OPT(j) runs at ``reference``'s milestone heads."""
     curves = {name: read_run(rev, "members", name) for name in members}
     heads = sorted({h for h in milestone_heads(curves[reference].flops).values() if h is not None})
-    opts = {opt_name(reference, j): read_run(rev, "opt", opt_name(reference, j)) for j in heads}
-    return Trial(seed, curves, opts)
+    opts = {opt_run_name(reference, j): read_run(rev, "opt", opt_run_name(reference, j)) for j in heads}
+    labels = np.load(
+        io.BytesIO(dvc.api.read(f"outputs/members/{reference}/labels_test.npy", repo=".", rev=rev, mode="rb"))
+    )
+    return Trial(seed, curves, opts, test_size=len(labels))
 
 
 def eann_members(rev: str) -> list[str]:

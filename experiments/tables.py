@@ -11,9 +11,10 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from anytime.eann import MemberCurve
-from anytime.eann.evaluation import assemble
+from anytime.eann import MemberCurve, assemble
 from anytime.metrics import MILESTONES, milestone_heads, relative_increase
+from pipelines.paths import OPT_DIR, opt_run_name
+from pipelines.trained_runs import opt_baselines
 
 MILESTONE_LABELS = {"0.25": "1/4", "0.5": "1/2", "0.75": "3/4", "1": "1"}
 
@@ -25,6 +26,7 @@ class Trial:
     seed: int
     members: dict[str, MemberCurve]
     opts: dict[str, MemberCurve]
+    test_size: int
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,12 @@ class Spread:
         return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}" if self.values else "–"
 
 
-def opt_name(member: str, head: int) -> str:
-    """The train stage's name for OPT(j) of ``member`` (its run planner's naming)."""
-    return f"{member}-opt{head}"
-
-
 def opt_errors(trial: Trial, reference: str) -> dict[str, tuple[int, float]]:
     """Milestone key -> (head j, OPT(j)'s final test error) for the OPT runs of ``reference``."""
     heads = milestone_heads(trial.members[reference].flops)
     found = {}
     for key, head in heads.items():
-        run = trial.opts.get(opt_name(reference, head)) if head is not None else None
+        run = trial.opts.get(opt_run_name(reference, head)) if head is not None else None
         if run is not None:
             found[key] = (head, run.test_error[-1])
     return found
@@ -135,21 +132,31 @@ class ScheduleRow:
 
 def eann_rows(trial: Trial, near_optimal_from: float = 0.5) -> list[ScheduleRow]:
     """Sequential and FIFO W = 1..m schedules of the trial's members, as the assemble stage traces them."""
-    milestones = [float(f) for f in MILESTONES.values()]
-    _, summary = assemble(
+    summary = assemble(
         list(trial.members.values()),
-        list(trial.opts.values()),
+        opt_baselines(list(trial.opts.values()), OPT_DIR),
+        test_size=trial.test_size,
         near_optimal_from=near_optimal_from,
-        milestones=milestones,
-    )
-    exact = summary["inflation"]["exact"]
+        milestones=[float(f) for f in MILESTONES.values()],
+    ).summary
+    opt = summary.baselines.get("OPT")
     rows = []
-    for label, schedule in summary["schedules"].items():
-        percent = {k: (None if v is None else 100 * v) for k, v in schedule["error_at"].items()}
-        opt = {k: (None if v is None else 100 * v) for k, v in schedule.get("opt_error_at", {}).items()}
-        bound = exact.get(str(schedule["workers"]), {}).get("near_optimal", {}).get("worst")
-        rows.append(ScheduleRow(label, percent, opt, list(schedule.get("budget_to_match_opt", [])), bound))
+    for label, schedule in summary.schedules.items():
+        bound = summary.inflation.exact.get(schedule.workers)
+        rows.append(
+            ScheduleRow(
+                label,
+                {k: _percent(v) for k, v in schedule.error_at.items()},
+                {k: _percent(v) for k, v in opt.error_at.items()} if opt else {},
+                list(schedule.budget_to_match_opt or []),
+                bound.near_optimal.worst if bound else None,
+            )
+        )
     return rows
+
+
+def _percent(error: float | None) -> float | None:
+    return None if error is None else 100 * error
 
 
 def _cell(value: float | None, digits: int = 1) -> str:

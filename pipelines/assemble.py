@@ -1,49 +1,48 @@
-"""DVC stage ``assemble``: trained members (and OPT runs) -> EANN error-vs-budget curves and a summary.
+"""DVC stage ``assemble``: trained members (and OPT runs) -> EANN error-vs-budget curves and their summary.
 
-Reads ``outputs/members/*/metrics.json`` and ``outputs/opt/*/metrics.json`` (the train stage's contract),
+Reads the train stage's outputs (``outputs/members/*/``, ``outputs/opt/*/``: DESIGN.md "Member outputs"),
 traces the sequential and FIFO W-worker schedules (chosen on validation, reported on test) and writes
-``outputs/assemble/curves.json`` and ``summary.json`` together, atomically.
+``outputs/assemble/assembly.json`` (:class:`anytime.eann.Assembly`, the report stage's input), atomically.
 """
 
 from __future__ import annotations
 
-import json
-
-from anytime.eann.evaluation import assemble
+from anytime.eann import Assembly, assemble, load_member
 from pipelines.cli import UserError, run
 from pipelines.config import load_params
 from pipelines.io import atomic_path
-from pipelines.paths import ASSEMBLE_DIR as OUT_DIR
-from pipelines.paths import MEMBERS_DIR, OPT_DIR
-from pipelines.trained_runs import load_runs
+from pipelines.paths import ASSEMBLE_DIR, ASSEMBLY_FILE, MEMBERS_DIR, OPT_DIR
+from pipelines.trained_runs import opt_baselines, run_dirs, shared_test_size
 
 
 def main() -> None:
     params = load_params().assemble
-    members = load_runs(MEMBERS_DIR)
-    if not members:
+    directories, opt_directories = run_dirs(MEMBERS_DIR), run_dirs(OPT_DIR)
+    if not directories:
         raise UserError(f"no trained members in {MEMBERS_DIR}/: run the train stage first")
-    if params.workers is not None and max(params.workers) > len(members):
+    if params.workers is not None and max(params.workers) > len(directories):
         raise UserError(
-            f"assemble.workers = {params.workers}: at most {len(members)} workers (one per member) make sense"
+            f"assemble.workers = {params.workers}: at most {len(directories)} workers (one per member) "
+            "make sense"
         )
-    opts = load_runs(OPT_DIR)
-    curves, summary = assemble(
+    members = [load_member(d) for d in directories]
+    baselines = opt_baselines([load_member(d) for d in opt_directories], OPT_DIR)
+    assembly: Assembly = assemble(
         members,
-        opts,
+        baselines,
+        test_size=shared_test_size(directories + opt_directories),
         workers=params.workers,
         near_optimal_from=params.near_optimal_from,
         milestones=params.milestones,
     )
-    with atomic_path(OUT_DIR) as tmp:
+    with atomic_path(ASSEMBLE_DIR) as tmp:
         tmp.mkdir()
-        rows = {label: {"workers": c.workers, "rows": c.rows()} for label, c in curves.items()}
-        (tmp / "curves.json").write_text(json.dumps(rows, indent=1) + "\n")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    seq = summary["schedules"]["sequential"]
+        (tmp / ASSEMBLY_FILE.name).write_text(assembly.model_dump_json(indent=1) + "\n")
+    seq = assembly.summary.schedules["sequential"]
     print(
-        f"assembled {len(members)} members ({len(opts)} OPT runs): sequential AUC {seq['auc']:.4f}, "
-        f"final test error {seq['final_test_error']:.4f}; curves for {', '.join(curves)} in {OUT_DIR}/"
+        f"assembled {len(members)} members ({len(baselines)} OPT runs): sequential AUC {seq.auc:.4f}, "
+        f"final test error {seq.final_test_error:.4f} on {assembly.summary.test_size} test samples; "
+        f"curves for {', '.join(assembly.curves)} in {ASSEMBLE_DIR}/"
     )
 
 

@@ -6,6 +6,7 @@ deps and outs.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 RAW_ROOT = Path("data/raw")  # fetch: data/raw/<dataset>/, the dataset's original files
@@ -16,8 +17,9 @@ OPT_DIR = Path("outputs/opt")  # train: outputs/opt/<member>-opt<j>/
 LIVE_DIR = Path("outputs/live")  # train: dvclive metrics and plots of every run
 TUNE_DIR = Path("outputs/tune")  # tune: trials, history, figure, best.json, best_params.yaml
 TUNE_BEST_PARAMS = TUNE_DIR / "best_params.yaml"
-ASSEMBLE_DIR = Path("outputs/assemble")  # assemble: curves.json, summary.json
-REPORT_DIR = Path("outputs/report")  # report: report.md, metrics.json, curves/, members/, figures/
+ASSEMBLE_DIR = Path("outputs/assemble")  # assemble: assembly.json (the typed contract report reads)
+ASSEMBLY_FILE = ASSEMBLE_DIR / "assembly.json"
+REPORT_DIR = Path("outputs/report")  # report: report.md, metrics.json, plots/, figures/
 
 
 def raw_dir(dataset: str) -> Path:
@@ -26,3 +28,11 @@ def raw_dir(dataset: str) -> Path:
 
 def shards_dir(dataset: str) -> Path:
     return SHARDS_ROOT / dataset
+
+
+OPT_RUN_NAME = re.compile(r"^(?P<member>.+)-opt(?P<head>\d+)$")  # OPT_DIR's run names, parsed back
+
+
+def opt_run_name(member: str, head: int) -> str:
+    """The run (and output folder) name of OPT(``head``) of ``member``."""
+    return f"{member}-opt{head}"

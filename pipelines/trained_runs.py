@@ -1,14 +1,47 @@
-"""Reading the train stage's outputs back (DESIGN.md "Member outputs"), for the assemble and report stages."""
+"""Reading the train stage's run outputs back (DESIGN.md "Member outputs"), for the assemble stage.
+
+OPT runs are matched to member heads by their names (:func:`pipelines.paths.opt_run_name`), so the library
+never sees the pipeline's naming.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from anytime.eann import MemberCurve, load_member
+import numpy as np
+
+from anytime.eann import MemberCurve, OptBaseline
+from pipelines.cli import UserError
+from pipelines.paths import OPT_RUN_NAME
 
 
-def load_runs(root: Path) -> list[MemberCurve]:
-    """Every run under ``root`` that has a ``metrics.json`` (none if ``root`` does not exist)."""
+def run_dirs(root: Path) -> list[Path]:
+    """Every run directory under ``root`` that has a ``metrics.json`` (none if ``root`` does not exist)."""
     if not root.is_dir():
         return []
-    return [load_member(d) for d in sorted(root.iterdir()) if (d / "metrics.json").is_file()]
+    return [d for d in sorted(root.iterdir()) if (d / "metrics.json").is_file()]
+
+
+def opt_baselines(opts: list[MemberCurve], root: Path) -> list[OptBaseline]:
+    """Which member head each OPT run (read from ``root``) stands for, from its run name."""
+    baselines = []
+    for opt in opts:
+        match = OPT_RUN_NAME.match(opt.name)
+        if match is None:
+            raise UserError(f"{root}/: run {opt.name!r} is not an OPT run (named <member>-opt<head>)")
+        baselines.append(OptBaseline(member=match["member"], head=int(match["head"]), run=opt))
+    return baselines
+
+
+def shared_test_size(directories: list[Path]) -> int:
+    """The number of test samples behind every error: the same test split for every run, or an error."""
+    sizes = {}
+    for d in directories:
+        try:
+            sizes[d] = int(np.load(d / "labels_test.npy", mmap_mode="r").shape[0])
+        except FileNotFoundError:
+            raise UserError(f"{d / 'labels_test.npy'}: missing (run the train stage first)") from None
+    if len(set(sizes.values())) != 1:
+        listed = ", ".join(f"{d.name}: {n}" for d, n in sizes.items())
+        raise UserError(f"runs were tested on test splits of different sizes ({listed}): retrain them")
+    return next(iter(sizes.values()))

@@ -49,10 +49,9 @@ def test_fifo_two_workers_runs_members_in_parallel():
     assert curve.budget_to_reach(0.21) == 4 and curve.budget_to_reach(0.05) is None
 
 
-def test_rows_round_trip():
+def test_rows_are_the_columns_side_by_side():
     curve = eann_curve([A, B, C], workers=2)
-    again = EannCurve.from_rows(curve.label, curve.workers, curve.rows())
-    assert again == curve and again.rows()[1] == {
+    assert curve.rows()[1] == {
         "budget": 2,
         "test_error": 0.30,
         "val_error": 0.35,
@@ -60,6 +59,19 @@ def test_rows_round_trip():
         "head": 1,
         "compute": 4,
     }
+    with pytest.raises(ValueError, match="one length"):
+        EannCurve("x", 1, budget=[1, 2], val_error=[0.1], test_error=[0.1], member=[0], head=[0], compute=[1])
+
+
+def test_validation_ties_go_to_the_deeper_output():
+    shallow = MemberCurve("s", [1, 2], [0.5, 0.3], [0.5, 0.4])
+    deep = MemberCurve("d", [1, 2, 3], [0.9, 0.3, 0.3], [0.9, 0.35, 0.25])
+    # Sequential: at 4 the running member's head 1 (2 FLOPs in) ties the finished one's final head (2 FLOPs)
+    # at val 0.3: the same depth, so the later member answers (0.35, not 0.4).
+    assert eann_curve([shallow, deep], sequential=True).test_error == [0.5, 0.4, 0.4, 0.35, 0.25]
+    # Two workers: at 2 the same tie (0.35); at 3 the deep member's final head (3 FLOPs) ties the shallow
+    # one's final (2 FLOPs) at val 0.3 and, deeper, answers (0.25, not 0.4).
+    assert eann_curve([shallow, deep], workers=2).test_error == [0.5, 0.35, 0.25]
 
 
 def test_sequential_rule_keeps_only_the_latest_finished_member():
@@ -95,10 +107,30 @@ def test_load_member_reads_the_train_stage_contract(tmp_path):
         load_member(tmp_path / "missing")
 
 
+@pytest.mark.parametrize(
+    ("heads", "eann", "untrained"), [(5, True, 2), (4, True, 2), (4, False, 0), (1, True, 0)]
+)
+def test_load_member_knows_which_heads_eann_weights_left_untrained(tmp_path, heads, eann, untrained):
+    """EANN weights zero the first floor(K/2) head weights (METHOD.md §7): those heads never had a loss."""
+    metrics = {
+        "member": "m1",
+        "flops": list(range(1, heads + 1)),
+        "val_top1": [0.5] * heads,
+        "test_top1": [0.5] * heads,
+        "strategy": {"strategy": "sieve", "eann": eann},
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    member = load_member(tmp_path)
+    assert member.untrained_heads == untrained
+    assert [member.trained(h) for h in range(heads)] == [h >= untrained for h in range(heads)]
+
+
 def test_inconsistent_members_are_rejected():
     with pytest.raises(ValueError, match="one length"):
         MemberCurve("x", [1, 2], [0.1], [0.1, 0.2])
     with pytest.raises(ValueError, match="non-decreasing"):
         MemberCurve("x", [2, 1], [0.1, 0.1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="last head trained"):
+        MemberCurve("x", [1, 2], [0.1, 0.1], [0.1, 0.2], untrained_heads=2)
     with pytest.raises(ValueError, match="sequential"):
         eann_curve([A, B], workers=2, sequential=True)

@@ -30,8 +30,8 @@ def opts(errors: list[float]) -> dict[str, MemberCurve]:
 
 def test_weighting_table_is_the_relative_increase_over_opt_per_milestone_mean_and_sd():
     trials = [
-        Trial(0, {"ref": curve("ref", [0.5, 0.4, 0.3, 0.2])}, opts([0.4, 0.4, 0.25, 0.2])),
-        Trial(1, {"ref": curve("ref", [0.6, 0.4, 0.3, 0.3])}, opts([0.4, 0.2, 0.3, 0.2])),
+        Trial(0, {"ref": curve("ref", [0.5, 0.4, 0.3, 0.2])}, opts([0.4, 0.4, 0.25, 0.2]), 100),
+        Trial(1, {"ref": curve("ref", [0.6, 0.4, 0.3, 0.3])}, opts([0.4, 0.2, 0.3, 0.2]), 100),
     ]
     table = weighting_table(trials, ["ref"], "ref")
     # seed 0: 100*(0.5-0.4)/0.4 = 25, 0, 100*(0.3-0.25)/0.25 = 20, 0
@@ -50,10 +50,10 @@ def test_cost_to_reach_compares_flops_at_the_small_anns_final_error():
     large = curve("large", [0.6, 0.3, 0.2, 0.1], [1.0, 2.0, 3.0, 4.0])
     never = curve("large", [0.6, 0.5, 0.4, 0.3], [1.0, 2.0, 3.0, 4.0])
     assert flops_to_reach(large, 0.2) == 3.0 and flops_to_reach(never, 0.2) is None
-    row = cost_to_reach([Trial(0, {"small": small, "large": large}, {})], "small", "large")
+    row = cost_to_reach([Trial(0, {"small": small, "large": large}, {}, 100)], "small", "large")
     assert (row.small_flops.mean, row.large_flops.mean, row.ratio, row.reached) == (2.0, 3.0, 1.5, 1)
     assert row.target.values == pytest.approx((20.0,))
-    missed = cost_to_reach([Trial(0, {"small": small, "large": never}, {})], "small", "large")
+    missed = cost_to_reach([Trial(0, {"small": small, "large": never}, {}, 100)], "small", "large")
     assert missed.ratio is None and missed.reached == 0
 
 
@@ -62,7 +62,7 @@ def test_eann_rows_trace_every_schedule_with_the_librarys_bound():
         "m0": curve("m0", [0.5, 0.4], [1.0, 2.0]),
         "m1": curve("m1", [0.45, 0.35, 0.3, 0.2], [1.0, 2.0, 3.0, 4.0]),
     }
-    trial = Trial(0, members, {"m1-opt3": curve("m1-opt3", [0.9, 0.9, 0.9, 0.15], FLOPS)})
+    trial = Trial(0, members, {"m1-opt3": curve("m1-opt3", [0.9, 0.9, 0.9, 0.15], FLOPS)}, 100)
     rows = {row.label: row for row in eann_rows(trial)}
     assert set(rows) == {"sequential", "fifo-W1", "fifo-W2"}
     sequential = rows["sequential"]

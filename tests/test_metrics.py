@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from anytime.metrics import anytime_auc, head_errors, milestone_heads, relative_increase, reported_topk
+from anytime.metrics import (
+    anytime_auc,
+    error_interval,
+    head_errors,
+    milestone_heads,
+    relative_increase,
+    reported_topk,
+)
 
 
 def test_head_errors_top1_and_topk_by_hand():
@@ -102,3 +109,36 @@ def test_anytime_auc_bad_input(costs, errors, fragment):
     with pytest.raises(ValueError) as info:
         anytime_auc(costs, errors)
     assert fragment in str(info.value)
+
+
+def test_error_interval_is_wilsons_by_hand():
+    # z = 1.959964 (95%), z^2 = 3.841459. 10 errors in 100: centre (0.1 + z^2/200) / (1 + z^2/100)
+    # = 0.1192073 / 1.0384146 = 0.1147974; half-width z sqrt(0.1 * 0.9 / 100 + z^2 / 40000) / 1.0384146
+    # = 1.959964 * 0.0315601 / 1.0384146 = 0.0595683: [0.0552291, 0.1743657] (the textbook 0.055, 0.174).
+    assert error_interval(0.1, 100) == pytest.approx((0.0552291, 0.1743657), abs=2e-7)
+    # No error in 10: centre = half-width = (z^2 / 20) / (1 + z^2 / 10) = 0.1920730 / 1.3841459 = 0.1387664.
+    assert error_interval(0.0, 10) == pytest.approx((0.0, 0.2775328), abs=2e-7)
+    # Symmetric: all wrong mirrors none wrong.
+    assert error_interval(1.0, 10) == pytest.approx((1 - 0.2775328, 1.0), abs=2e-7)
+    # 90%: z = 1.644854, z^2 = 2.705543; 1 in 4: centre (0.25 + 0.3381929) / 1.6763858 = 0.3508697,
+    # half 1.644854 sqrt(0.046875 + 0.0422741) / 1.6763858 = 0.2929623.
+    assert error_interval(0.25, 4, confidence=0.9) == pytest.approx((0.0579073, 0.6438320), abs=2e-7)
+
+
+def test_error_interval_narrows_with_the_test_set():
+    small, large = error_interval(0.05, 360), error_interval(0.05, 10_000)
+    assert small[0] < large[0] < 0.05 < large[1] < small[1]
+
+
+@pytest.mark.parametrize(
+    ("error", "n", "confidence", "fragment"),
+    [
+        (0.1, 0, 0.95, "n=0 is invalid"),
+        (0.1, 10.0, 0.95, "n=10.0 is invalid"),
+        (1.5, 10, 0.95, "error=1.5 is invalid"),
+        (0.1, 10, 1.0, "confidence=1.0 is invalid"),
+    ],
+)
+def test_error_interval_bad_input(error, n, confidence, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        error_interval(error, n, confidence)

@@ -9,93 +9,11 @@ latest head. FIFO with W workers: every finished member's final head and every r
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import pairwise
-from pathlib import Path
+from collections.abc import Sequence
 
+from anytime.eann.curves import EannCurve, MemberCurve
 from anytime.eann.schedule import Run, compute_spent, fifo_schedule
-
-
-@dataclass(frozen=True)
-class MemberCurve:
-    """One trained network: cumulative FLOPs and validation/test top-1 error of each head."""
-
-    name: str
-    flops: list[float]
-    val_error: list[float]
-    test_error: list[float]
-
-    def __post_init__(self) -> None:
-        sizes = {len(self.flops), len(self.val_error), len(self.test_error)}
-        if len(sizes) != 1 or not self.flops:
-            raise ValueError(
-                f"member {self.name!r}: flops, val_error, test_error must be non-empty lists of one length"
-            )
-        if any(b < a for a, b in pairwise(self.flops)) or self.flops[0] <= 0:
-            raise ValueError(f"member {self.name!r}: flops={self.flops} must be positive and non-decreasing")
-
-    @property
-    def cost(self) -> float:
-        return self.flops[-1]
-
-    def final_only(self) -> MemberCurve:
-        """The same network seen as a plain one: only its final output exists."""
-        return MemberCurve(self.name, self.flops[-1:], self.val_error[-1:], self.test_error[-1:])
-
-
-def load_member(directory: str | Path) -> MemberCurve:
-    """Read a member (or OPT run) from its ``metrics.json`` (the train stage's output contract)."""
-    path = Path(directory) / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-        return MemberCurve(
-            name=str(metrics.get("member", Path(directory).name)),
-            flops=[float(f) for f in metrics["flops"]],
-            val_error=[float(e) for e in metrics["val_top1"]],
-            test_error=[float(e) for e in metrics["test_top1"]],
-        )
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing (run the train stage first)") from None
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a member metrics file ({exc!r})") from None
-
-
-COLUMNS = ("budget", "test_error", "val_error", "member", "head", "compute")
-
-
-@dataclass
-class EannCurve:
-    """Error against wall-clock budget, a step function: ``test_error[i]`` holds from ``budget[i]``."""
-
-    label: str
-    workers: int
-    budget: list[float] = field(default_factory=list)
-    val_error: list[float] = field(default_factory=list)
-    test_error: list[float] = field(default_factory=list)
-    member: list[int] = field(default_factory=list)
-    head: list[int] = field(default_factory=list)
-    compute: list[float] = field(default_factory=list)
-
-    @classmethod
-    def from_rows(cls, label: str, workers: int, rows: Sequence[Mapping]) -> EannCurve:
-        """Rebuild a curve from :meth:`rows` (e.g. read back from JSON)."""
-        return cls(label, workers, **{c: [row[c] for row in rows] for c in COLUMNS})
-
-    def error_at(self, budget: float) -> float | None:
-        """Test error of the answer available at ``budget`` (``None`` before the first head)."""
-        index = next((i for i in reversed(range(len(self.budget))) if self.budget[i] <= budget), None)
-        return None if index is None else self.test_error[index]
-
-    def budget_to_reach(self, error: float) -> float | None:
-        """The first budget whose answer has test error <= ``error`` (``None`` if never)."""
-        return next((b for b, e in zip(self.budget, self.test_error, strict=True) if e <= error), None)
-
-    def rows(self) -> list[dict]:
-        """One dict per breakpoint (JSON/CSV-ready)."""
-        columns = [getattr(self, c) for c in COLUMNS]
-        return [dict(zip(COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
+from anytime.eann.summary import Assembly, OptBaseline, summarise
 
 
 def _candidates(runs: Sequence[Run], members: Sequence[MemberCurve], t: float, sequential: bool):
@@ -160,3 +78,36 @@ def opt_plus_curve(opts: Sequence[MemberCurve]) -> EannCurve:
     curve = eann_curve([m.final_only() for m in sorted(opts, key=lambda m: m.cost)], 1)
     curve.label = "OPT+"
     return curve
+
+
+def assemble(
+    members: Sequence[MemberCurve],
+    baselines: Sequence[OptBaseline] = (),
+    *,
+    test_size: int,
+    workers: Sequence[int] | None = None,
+    near_optimal_from: float = 0.5,
+    milestones: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+) -> Assembly:
+    """Every curve (sequential, FIFO per W, and OPT, OPT+ from the ``baselines``' runs) and their summary.
+
+    ``test_size``: the number of test samples every error was measured on. ``workers``: the FIFO worker
+    counts to trace (default 1..m).
+    """
+    members = sorted(members, key=lambda m: m.cost)
+    workers = list(workers) if workers is not None else list(range(1, len(members) + 1))
+    curves = {"sequential": eann_curve(members, sequential=True)}
+    curves.update({f"fifo-W{w}": eann_curve(members, w) for w in workers})
+    if baselines:
+        opts = [b.run for b in baselines]
+        curves["OPT"], curves["OPT+"] = opt_curve(opts), opt_plus_curve(opts)
+    summary = summarise(
+        members,
+        curves,
+        baselines,
+        test_size=test_size,
+        workers=workers,
+        near_optimal_from=near_optimal_from,
+        milestones=milestones,
+    )
+    return Assembly(members=members, curves=curves, summary=summary)

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from anytime.eann.assembly import EannCurve, MemberCurve
+from anytime.eann.curves import EannCurve, MemberCurve
+from anytime.eann.summary import InflationSummary
 
 
 def _axes(title: str, xlabel: str) -> tuple[Figure, object]:
@@ -26,10 +27,20 @@ def _step(ax, curve: EannCurve, horizon: float, **style) -> None:
 
 
 def members_figure(members: Sequence[MemberCurve]) -> Figure:
-    """Every member's anytime curve: test error of each head against its cumulative FLOPs."""
+    """Every member's anytime curve: test error of each head against its cumulative FLOPs.
+
+    Heads that EANN weights left untrained are drawn as crosses: their errors are not the method's.
+    """
     fig, ax = _axes("Anytime curves of the EANN members", "FLOPs per sample (cumulative, log scale)")
     for m in members:
-        ax.plot(m.flops, m.test_error, marker="o", markersize=3, label=f"{m.name} ({len(m.flops)} heads)")
+        (line,) = ax.plot(
+            m.flops, m.test_error, marker="o", markersize=3, label=f"{m.name} ({len(m.flops)} heads)"
+        )
+        if m.untrained_heads:
+            untrained = slice(0, m.untrained_heads)
+            ax.plot(m.flops[untrained], m.test_error[untrained], "x", color=line.get_color(), markersize=7)
+    if any(m.untrained_heads for m in members):
+        ax.plot([], [], "x", color="grey", label="untrained head (EANN weights)")
     ax.set_xscale("log")
     ax.legend(fontsize="small")
     return fig
@@ -58,21 +69,18 @@ def schedules_figure(curves: Mapping[str, EannCurve], horizon: float) -> Figure:
     return fig
 
 
-def inflation_figure(
-    inflation: Mapping[str, Mapping[str, Mapping[str, float]]], title: str, near_optimal_from: float
-) -> Figure:
+def inflation_figure(inflation: InflationSummary, title: str) -> Figure:
     """Worst-case and average inflation B/D(B) against the number of workers, for both member models."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     ax.set(title=title, xlabel="workers W", ylabel="inflation B / D(B)")
     ax.grid(True, alpha=0.3)
-    workers = sorted(inflation, key=int)
-    ax.set_xticks([int(w) for w in workers])
-    near = f"near-optimal from {near_optimal_from:g} of depth"
-    cases = (("final_only", "final outputs only"), ("near_optimal", near))
-    for case, label in cases:
+    workers = sorted(inflation.exact)
+    ax.set_xticks(workers)
+    near = f"near-optimal from {inflation.near_optimal_from:g} of depth"
+    for case, label in (("final_only", "final outputs only"), ("near_optimal", near)):
         for stat, style in (("worst", "-o"), ("average", "--s")):
-            values = [inflation[w][case][stat] for w in workers]
-            ax.plot([int(w) for w in workers], values, style, label=f"{label}: {stat}")
+            values = [getattr(getattr(inflation.exact[w], case), stat) for w in workers]
+            ax.plot(workers, values, style, label=f"{label}: {stat}")
     ax.legend(fontsize="small")
     return fig

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from anytime.eann.assembly import load_member
+from anytime.eann.curves import load_member
 from anytime.eann.early_exit import running_costs
 from anytime.models import AnytimeNet, create_model
 

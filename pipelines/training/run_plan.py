@@ -24,7 +24,7 @@ from pipelines.config.train import (
     TrainParams,
     WeightingParams,
 )
-from pipelines.paths import MEMBERS_DIR, OPT_DIR, shards_dir
+from pipelines.paths import MEMBERS_DIR, OPT_DIR, opt_run_name, shards_dir
 
 FINGERPRINT_FILE = "fingerprint.json"
 # Code whose change changes trained weights: the workers' import closure, in the train and tune stages' deps
@@ -167,7 +167,7 @@ def opt_config(member: dict[str, Any], j: int) -> dict[str, Any]:
     """OPT(j): the member's backbone truncated after head j, trained on head j alone (METHOD.md §6)."""
     return {
         **member,
-        "member": f"{member['member']}-opt{j}",
+        "member": opt_run_name(member["member"], j),
         "model": {**member["model"], "truncate_at": j},
         "weighting": {"strategy": "opt", "j": j},
     }
