@@ -1,8 +1,8 @@
 """What decoding every image before sharding costs: shard time with validation ÷ without.
 
-The shard stage (``pipelines/shard.py``) reads the raw dataset, decodes every encoded image
-(``anytime.data.check_decodable``, a thread pool) and writes the shards. Timed here on the same data
-both ways, in alternating order, each repeat forming its own ratio; the printed value is the median.
+The shard stage (``pipelines/shard.py``) reads the raw dataset and writes the shards while every encoded
+image is decoded alongside (``anytime.data.write_checked_shards``), against writing alone (``write_shards``),
+on the same data in alternating order, each repeat forming its own ratio; the printed value is the median.
 Datasets: the embedded digits, a synthetic 60,000-image IDX set (MNIST's size) and a folder of
 photo-like JPEGs (optionally some PNGs): the only kind where validation decodes anything, raw-pixel
 formats being checked by their readers. Run: ``python -m bench.bench_shard [--repeats 5] [--images 2000]``.
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from anytime.data import check_decodable, materialise_digits, read_dataset, write_shards
+from anytime.data import materialise_digits, read_dataset, write_checked_shards, write_shards
 from anytime.data.formats.idx import write_idx
 
 
@@ -48,9 +48,11 @@ def write_image_folder(root: Path, images: int, side: int, png_every: int) -> No
 def shard_seconds(dataset: str, root: Path, out: Path, *, validate: bool) -> float:
     started = time.perf_counter()
     raw = read_dataset(dataset, root, image_size=32)
+    options = {"val_fraction": 0.1, "seed": 0, "rows_per_shard": 512, "row_group_rows": 128}
     if validate:
-        check_decodable(raw, root)
-    write_shards(raw, out, val_fraction=0.1, seed=0, rows_per_shard=512, row_group_rows=128)
+        write_checked_shards(raw, root, out, **options)
+    else:
+        write_shards(raw, out, **options)
     elapsed = time.perf_counter() - started
     shutil.rmtree(out)
     return elapsed
