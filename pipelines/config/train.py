@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
-from anytime.models.base import head_positions
 from anytime.models.resann_imagenet import LAYOUTS
 from anytime.weighting import create_strategy
 
@@ -22,6 +21,9 @@ StrategyName = Literal[
 SchemeName = Literal["const", "linear", "half_end", "sieve", "exp_lin"]
 MilestoneFraction = Literal[0.25, 0.5, 0.75, 1]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_HEADS = (
+    4096  # far beyond any trainable member; keeps a typo like eann.members: 300 from hanging the check
+)
 
 
 class _Section(BaseModel):
@@ -203,7 +205,12 @@ class TrainParams(_Section):
                     f"train.model.period = {model.period} for member {name}: must be in 1..{units} "
                     "(its units)"
                 )
-            heads = len(head_positions(units, model.period))
+            heads = -(-units // model.period)  # len(head_positions(units, period)), without the list
+            if heads > MAX_HEADS:
+                raise ValueError(
+                    f"train: member {name} would have {heads} heads (n = {n}, period {model.period}): "
+                    f"at most {MAX_HEADS}; lower eann.members/base/n0 or raise the period"
+                )
             try:
                 create_strategy(weighting.strategy, num_heads=heads, **weighting.hparams())
             except ValueError as exc:
