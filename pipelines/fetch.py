@@ -19,7 +19,7 @@ RAW_ROOT = Path("data/raw")
 def main() -> None:
     params = load_params().data
     dest = RAW_ROOT / params.dataset
-    cached = []
+    cached: list[Path] = []
     with atomic_path(dest) as tmp:
         if params.location is None:
             materialise_digits(tmp)

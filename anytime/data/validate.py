@@ -1,4 +1,4 @@
-"""Decoding every image before sharding, so a bad file fails the shard stage and not a late evaluation.
+"""Decoding every image at shard time, so a bad file fails the shard stage and not a late evaluation.
 
 Raw-pixel splits are already checked by their format readers (header sizes, shapes, label ranges);
 encoded splits (JPEG/PNG files) are decoded here, every byte of them (JPEGs at 1/8 scale: the same
