@@ -6,6 +6,8 @@ directory appears, so a bad source never leaves a half-filled ``data/raw``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from anytime.data import DataError, evict, fetch_into, materialise_digits, read_dataset
 from pipelines.cli import run
 from pipelines.config import load_params
@@ -16,7 +18,7 @@ from pipelines.paths import raw_dir
 def main() -> None:
     params = load_params().data
     dest = raw_dir(params.dataset)
-    cached = []
+    cached: list[Path] = []
     with atomic_path(dest) as tmp:
         if params.location is None:
             materialise_digits(tmp)

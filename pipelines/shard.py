@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from anytime.data import Augment, DataError, check_decodable, default_augment, read_dataset, write_shards
+from anytime.data import Augment, DataError, default_augment, read_dataset, write_checked_shards
 from pipelines.cli import run
 from pipelines.config import DataParams, load_params
 from pipelines.io import atomic_path
@@ -24,22 +24,22 @@ def main() -> None:
     source = raw_dir(params.dataset)
     label = params.location or str(source)  # errors name what the user gave
     raw = read_dataset(params.dataset, source, image_size=params.image_size, label=label)
-    try:
-        check_decodable(raw, source)
-    except DataError as exc:
-        raise DataError(f"{label}: {exc}") from None
     dest = shards_dir(params.dataset)
     with atomic_path(dest) as tmp:
-        manifest = write_shards(
-            raw,
-            tmp,
-            val_fraction=params.val_fraction,
-            seed=params.seed,
-            rows_per_shard=params.rows_per_shard,
-            row_group_rows=params.row_group_rows,
-            augment=augment_from(params),
-            train_subset=params.train_subset,
-        )
+        try:
+            manifest = write_checked_shards(
+                raw,
+                source,
+                tmp,
+                val_fraction=params.val_fraction,
+                seed=params.seed,
+                rows_per_shard=params.rows_per_shard,
+                row_group_rows=params.row_group_rows,
+                augment=augment_from(params),
+                train_subset=params.train_subset,
+            )
+        except DataError as exc:  # a bad image: name it under what the user gave
+            raise DataError(f"{label}: {exc}") from None
     counts = ", ".join(f"{name} {entry['count']}" for name, entry in manifest["splits"].items())
     print(f"sharded {params.dataset} into {dest}: {counts}")
 

@@ -161,3 +161,10 @@ def test_bad_arguments_fail_with_one_error_line(args, message):
     assert result.returncode == 2
     assert message in result.stderr.strip().splitlines()[-1]
     assert result.stdout == ""
+
+
+def test_shard_validation_cost_lines_for_each_dataset_kind():
+    ratios = checked_ratios(
+        "bench_shard", "--repeats", "1", "--idx-images", "120", "--images", "20", "--side", "32"
+    )
+    assert sorted(ratios) == [f"shard {d} validated/plain" for d in ("digits", "imagefolder", "mnist")]

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from anytime.data import DataError, read_dataset, write_shards
+from anytime.data import DataError, read_dataset, write_checked_shards, write_shards
 from anytime.data.digits import materialise_digits
 from anytime.data.shards import split_train_val
 from tests.fixtures.datasets import write_imagefolder
@@ -122,3 +122,22 @@ def test_train_subset_keeps_a_seeded_share_before_the_val_carve() -> None:
     for bad in (0, 1001):
         with pytest.raises(DataError, match="train_subset"):
             split_train_val(1000, 0.1, 7, subset=bad)
+
+
+SHARD_OPTIONS = {"val_fraction": 0.2, "seed": 0, "rows_per_shard": 2, "row_group_rows": 1}
+
+
+def test_checked_shards_equal_plain_ones_on_a_clean_folder(tmp_path: Path) -> None:
+    write_imagefolder(tmp_path / "raw", per_class=4)
+    raw = read_dataset("imagefolder", tmp_path / "raw", image_size=16)
+    plain = write_shards(raw, tmp_path / "plain", **SHARD_OPTIONS)
+    assert write_checked_shards(raw, tmp_path / "raw", tmp_path / "checked", **SHARD_OPTIONS) == plain
+
+
+@pytest.mark.parametrize("bad", ["train/cat/img0.jpg", "train/dog/img3.png", "val/dog/img1.png"])
+def test_checked_shards_name_the_first_bad_image_wherever_it_is(tmp_path: Path, bad: str) -> None:
+    write_imagefolder(tmp_path / "raw", per_class=4)
+    (tmp_path / "raw" / bad).write_bytes(b"\xff\xd8\xff not really")  # also in the stats sample (train)
+    raw = read_dataset("imagefolder", tmp_path / "raw", image_size=16)
+    with pytest.raises(DataError, match=f"^{bad}: (cannot decode image|not a JPEG or PNG image)"):
+        write_checked_shards(raw, tmp_path / "raw", tmp_path / "out", **SHARD_OPTIONS)

@@ -177,7 +177,8 @@ def _run(stage: str, work: Path, bounded: bool, capsys: pytest.CaptureFixture[st
         done = subprocess.run(
             [sys.executable, "-m", f"pipelines.{stage}"],
             cwd=work,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            # glibc reserves 64 MiB of address space per thread arena: cap them so the limit measures data
+            env={**os.environ, "PYTHONPATH": str(REPO), "MALLOC_ARENA_MAX": "2"},
             capture_output=True,
             text=True,
             preexec_fn=_limit_memory,

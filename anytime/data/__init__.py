@@ -8,7 +8,7 @@ from anytime.data.reader import ShardDataset, load_manifest
 from anytime.data.shards import write_shards
 from anytime.data.sources import evict, fetch_file, fetch_into, location_kind
 from anytime.data.transforms import Augment, decode_batch, default_augment, prepare_batch
-from anytime.data.validate import check_decodable
+from anytime.data.validate import check_decodable, write_checked_shards
 
 __all__ = [
     "DATASETS",
@@ -28,5 +28,6 @@ __all__ = [
     "materialise_digits",
     "prepare_batch",
     "read_dataset",
+    "write_checked_shards",
     "write_shards",
 ]

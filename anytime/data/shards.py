@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,23 @@ def _sha256(path: Path) -> str:
 
 
 def write_split(
-    split: Split, indices: np.ndarray, root: Path, name: str, *, rows_per_shard: int, row_group_rows: int
+    split: Split,
+    indices: np.ndarray,
+    root: Path,
+    name: str,
+    *,
+    rows_per_shard: int,
+    row_group_rows: int,
+    abort: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Write ``indices`` of ``split`` as ``<root>/<name>/part-NNNNN.parquet``; return its manifest entry."""
+    """Write ``indices`` of ``split`` as ``<root>/<name>/part-NNNNN.parquet``; return its manifest entry.
+
+    ``abort`` is called before each shard file and stops the write by raising (e.g. a failed check)."""
     (root / name).mkdir(parents=True, exist_ok=True)
     shards = []
     starts = range(0, len(indices), rows_per_shard)
     for number, start in enumerate(tqdm(starts, desc=f"shard {name}", unit="shard", disable=None)):
+        abort()
         idx = indices[start : start + rows_per_shard]
         table = pa.table(
             {
@@ -115,17 +126,19 @@ def write_shards(
     row_group_rows: int,
     augment: Augment | None = None,
     train_subset: int | None = None,
+    abort: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Shard ``raw`` into ``root`` (train/val/test + manifest.json) and return the manifest.
 
     ``augment`` is recorded as the dataset's training augmentation (default: :func:`default_augment`);
     ``train_subset`` keeps a seeded subset of the training images (train + val), test stays whole.
+    ``abort`` is called before each shard file and stops the write by raising.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     train_idx, val_idx = split_train_val(len(raw.splits["train"]), val_fraction, seed, train_subset)
     mean, std = channel_stats(raw, train_idx, seed)
-    sizes = {"rows_per_shard": rows_per_shard, "row_group_rows": row_group_rows}
+    sizes = {"rows_per_shard": rows_per_shard, "row_group_rows": row_group_rows, "abort": abort}
     test = raw.splits["test"]
     splits = {
         "train": write_split(raw.splits["train"], train_idx, root, "train", **sizes),

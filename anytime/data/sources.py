@@ -284,15 +284,26 @@ def fetch_into(
         )
         if location_kind(src) != "local":
             cached.append(local)
+        try:
+            _place(local, name, dest, label=src)
+        except DataError:
+            evict(cached)
+            raise
+    return cached
+
+
+def _place(local: Path, name: str, dest: Path, *, label: str) -> None:
+    """Put a fetched file or folder into ``dest``: trees copied, archives extracted, files copied."""
+    try:
         if local.is_dir():
             shutil.copytree(local, dest, dirs_exist_ok=True, copy_function=_link_or_copy)
         elif is_archive(name):
-            try:
-                extract(local, dest, label=src)
-            except DataError:
-                evict(cached)
-                raise
+            extract(local, dest, label=label)
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local, dest / name)
-    return cached
+    except shutil.Error as exc:  # copytree gathers per-file errors: (src, dst, reason) triples
+        src, _, reason = exc.args[0][0]
+        raise DataError(f"{label}: cannot copy {Path(src).relative_to(local)} ({reason})") from None
+    except OSError as exc:
+        raise DataError(f"{label}: cannot read ({exc.strerror or exc})") from None

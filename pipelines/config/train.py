@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
-from anytime.models.base import head_positions
 from anytime.models.resann_imagenet import LAYOUTS
 from anytime.weighting import NORMALISATIONS, SCHEMES, create_strategy, list_strategies, strategy_hparams
 
@@ -27,6 +26,9 @@ BottleneckName = Literal[tuple(list_models("resann[0-9]*"))]
 MilestoneFraction = Literal[tuple(int(f) if f.denominator == 1 else float(f) for f in MILESTONES.values())]
 MILESTONE_KEYS = {float(fraction): key for key, fraction in MILESTONES.items()}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_HEADS = (
+    4096  # far beyond any trainable member; keeps a typo like eann.members: 300 from hanging the check
+)
 
 
 class _Section(BaseModel):
@@ -230,7 +232,12 @@ class TrainParams(_Section):
                     f"train.model.period = {model.period} for member {name}: must be in 1..{units} "
                     "(its units)"
                 )
-            heads = len(head_positions(units, model.period))
+            heads = -(-units // model.period)  # len(head_positions(units, period)), without the list
+            if heads > MAX_HEADS:
+                raise ValueError(
+                    f"train: member {name} would have {heads} heads (n = {n}, period {model.period}): "
+                    f"at most {MAX_HEADS}; lower eann.members/base/n0 or raise the period"
+                )
             try:
                 create_strategy(weighting.strategy, num_heads=heads, **weighting.hparams())
             except ValueError as exc:
