@@ -14,6 +14,7 @@ from anytime.models import create_model
 from anytime.weighting import create_strategy, list_strategies, strategy_hparams
 from pipelines.config import ParamsError, load_params, validate_params
 from pipelines.config.train import TrainParams
+from pipelines.paths import OPT_DIR
 from pipelines.training.run_plan import code_digest, fingerprint, plan_runs
 from pipelines.training.train_worker import InjectedFault, maybe_inject_fault
 
@@ -96,7 +97,7 @@ def test_opt_baselines_sit_at_the_measured_milestone_heads():
     for run in opts:
         j = run.config["model"]["truncate_at"]
         assert run.config["weighting"] == {"strategy": "opt", "j": j}
-        assert run.out_dir == Path("outputs/opt") / run.name
+        assert run.out_dir == OPT_DIR / run.name
         assert create_model(**run.config["model"]).num_heads == j + 1
 
 

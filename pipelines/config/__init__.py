@@ -47,7 +47,7 @@ def _describe(error: dict[str, Any], source: str) -> str:
         return f"{source}: unknown key '{key}'"
     if error["type"] == "missing":
         return f"{source}: missing key '{key}'"
-    if isinstance(error.get("input"), dict):  # a section-wide check: the message names its keys
+    if error["type"] == "value_error" and isinstance(error.get("input"), dict):  # a section's own check
         return f"{source}: {key}: {error['msg']}"
     return f"{source}: {key} = {error.get('input')!r}: {error['msg']}"
 
