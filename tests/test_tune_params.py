@@ -139,6 +139,7 @@ def test_best_params_apply_through_dvc_overrides(tmp_path, monkeypatch):
     apply_overrides(params, printed[1::2])
     train = load_params(params).train
     assert train.weighting.strategy == "adaloss" and train.weighting.rho is None
+    assert train.eann is not None and train.eann.eann_weights is False  # AdaLoss takes no EANN weights
     assert train.weighting.hparams() == {k: v for k, v in overrides["weighting"].items() if k != "strategy"}
     assert train.optimizer.lr == overrides["optimizer"]["lr"]
     assert train.optimizer.weight_decay == overrides["optimizer"]["weight_decay"]

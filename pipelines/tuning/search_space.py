@@ -12,6 +12,7 @@ from typing import Any
 
 from ray import tune
 
+from anytime.weighting import strategy_hparams
 from pipelines.config.train import WeightingParams
 from pipelines.config.tune import (
     Candidate,
@@ -69,8 +70,13 @@ def trial_overrides(space: SpaceParams, config: dict[str, Any]) -> dict[str, dic
 
 
 def flat_overrides(overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``train.<section>.<key>`` -> value, the form ``dvc exp run -S key=value`` takes."""
+    """``train.<section>.<key>`` -> value, the form ``dvc exp run -S key=value`` takes.
+
+    A strategy that takes no EANN weights (AdaLoss) trained without them, and the train schema refuses them
+    with it: the generated members' ``eann_weights`` is switched off too."""
     weighting = overrides["weighting"]
     flat = {f"train.weighting.{key}": weighting.get(key) for key in WEIGHTING_KEYS}
+    if "eann" not in strategy_hparams(weighting["strategy"]):
+        flat["train.eann.eann_weights"] = False
     flat |= {f"train.optimizer.{key}": value for key, value in overrides["optimizer"].items()}
     return flat
