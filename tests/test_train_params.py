@@ -156,7 +156,7 @@ def test_eann_weights_with_a_strategy_that_cannot_zero_heads_is_one_clear_error(
         train["members"][0]["weighting"] = {"strategy": "adaloss"}
         named = named.replace("'sieve'", "'adaloss'")
     message = error_for(with_train(**train))
-    assert named in message and message.startswith("params.yaml: train: ")
+    assert named in message and message.startswith("params.yaml: train.weighting = ")
 
 
 def test_adaloss_members_validate_without_eann_weights():

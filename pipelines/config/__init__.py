@@ -47,8 +47,6 @@ def _describe(error: dict[str, Any], source: str) -> str:
         return f"{source}: unknown key '{key}'"
     if error["type"] == "missing":
         return f"{source}: missing key '{key}'"
-    if error["type"] == "value_error" and isinstance(error.get("input"), dict):  # a section's own check
-        return f"{source}: {key}: {error['msg']}"
     return f"{source}: {key} = {error.get('input')!r}: {error['msg']}"
 
 
