@@ -119,7 +119,7 @@ def test_fingerprint_covers_data_and_code_not_locations():
     assert fingerprint(config, {**MANIFEST, "num_classes": 9}, "code") != reference
     assert fingerprint(config, MANIFEST, "other code") != reference
     assert fingerprint({**config, "compile": True}, MANIFEST, "code") != reference  # compiled numerics differ
-    assert len(code_digest(ROOT)) == 64
+    assert len(code_digest(ROOT)) == 64 and code_digest() == code_digest(ROOT)  # the default root is ours
 
 
 def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():
