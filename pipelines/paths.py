@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the code's own checkout (e.g. for code fingerprints)
 RAW_ROOT = Path("data/raw")  # fetch: data/raw/<dataset>/, the dataset's original files
 SHARDS_ROOT = Path("data/shards")  # shard: data/shards/<dataset>/, Parquet shards + manifest.json
 DOWNLOAD_CACHE = Path("data/cache")  # fetch's downloads, content-addressed by sha256

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pipelines.members import plan_runs
 
 from pipelines.config import validate_params
 from pipelines.config.train import OptBaselineParams, TrainParams
+from pipelines.training.run_plan import plan_runs
 from tests.fixtures.params import error_for, project_params
 
 

@@ -15,6 +15,7 @@ from anytime.data import load_manifest
 from anytime.metrics import anytime_auc
 from anytime.models import create_model
 from pipelines.config.train import MemberParams, TrainParams
+from pipelines.paths import MEMBERS_DIR
 from pipelines.train import write_outputs
 from pipelines.training.run_plan import PlannedRun, run_config
 from pipelines.training.train_worker import FINAL_DIR, build_trainer
@@ -52,7 +53,7 @@ def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(
         monkeypatch.chdir(tmp_path)
         run = PlannedRun("m0", "member", config, "f" * 64)
         metrics = write_outputs(run, Path(directory))
-    out = tmp_path / "outputs/members/m0"
+    out = tmp_path / MEMBERS_DIR / "m0"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["fingerprint.json", "metrics.json", "model.pt", "probs_val.npy", "probs_test.npy", "labels_val.npy",
          "labels_test.npy"]

@@ -14,6 +14,7 @@ from anytime.models import create_model
 from anytime.weighting import create_strategy, list_strategies, strategy_hparams
 from pipelines.config import ParamsError, load_params, validate_params
 from pipelines.config.train import TrainParams
+from pipelines.paths import OPT_DIR
 from pipelines.training.run_plan import code_digest, fingerprint, plan_runs
 from pipelines.training.train_worker import InjectedFault, maybe_inject_fault
 
@@ -96,7 +97,7 @@ def test_opt_baselines_sit_at_the_measured_milestone_heads():
     for run in opts:
         j = run.config["model"]["truncate_at"]
         assert run.config["weighting"] == {"strategy": "opt", "j": j}
-        assert run.out_dir == Path("outputs/opt") / run.name
+        assert run.out_dir == OPT_DIR / run.name
         assert create_model(**run.config["model"]).num_heads == j + 1
 
 
@@ -118,7 +119,7 @@ def test_fingerprint_covers_data_and_code_not_locations():
     assert fingerprint(config, {**MANIFEST, "num_classes": 9}, "code") != reference
     assert fingerprint(config, MANIFEST, "other code") != reference
     assert fingerprint({**config, "compile": True}, MANIFEST, "code") != reference  # compiled numerics differ
-    assert len(code_digest(ROOT)) == 64
+    assert len(code_digest(ROOT)) == 64 and code_digest() == code_digest(ROOT)  # the default root is ours
 
 
 def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():
@@ -155,7 +156,7 @@ def test_eann_weights_with_a_strategy_that_cannot_zero_heads_is_one_clear_error(
         train["members"][0]["weighting"] = {"strategy": "adaloss"}
         named = named.replace("'sieve'", "'adaloss'")
     message = error_for(with_train(**train))
-    assert named in message and message.startswith("params.yaml: train: ")
+    assert named in message and message.startswith("params.yaml: train.weighting: ")
 
 
 def test_adaloss_members_validate_without_eann_weights():

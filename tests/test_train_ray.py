@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from anytime.models import create_model
+from pipelines.paths import LIVE_DIR, MEMBERS_DIR, OPT_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -46,7 +47,7 @@ def write_project(root: Path, shards: Path, **train) -> Path:
 
 def history(project: Path, run: str) -> list[tuple[int, int]]:
     """(epoch, timestamp ms) rows the driver logged for ``run``, in order."""
-    path = project / "outputs/live/plots/metrics" / run / "val_top1_final.tsv"
+    path = project / LIVE_DIR / "plots/metrics" / run / "val_top1_final.tsv"
     if not path.exists():
         return []
     with path.open(newline="") as fh:
@@ -90,7 +91,7 @@ def test_job_submit_trains_runs_side_by_side_and_resumes_a_crashed_worker(
     assert marker.exists() and "injected fault in run 'm1' at epoch 1" in log
 
     runs = {"m0": 3, "m1": 6}  # heads: 3n with n = 1, 2
-    opt = [p.name for p in (project / "outputs/opt").iterdir()]
+    opt = [p.name for p in (project / OPT_DIR).iterdir()]
     assert len(opt) == 1 and opt[0].startswith("m1-opt")
     runs[opt[0]] = int(opt[0].removeprefix("m1-opt")) + 1
     for name, heads in runs.items():
@@ -101,7 +102,7 @@ def test_job_submit_trains_runs_side_by_side_and_resumes_a_crashed_worker(
     for a in runs:
         for b in runs:
             assert min(spans[a]) < max(spans[b]), "runs did not train side by side"
-    summary = json.loads((project / "outputs/live/metrics.json").read_text())
+    summary = json.loads((project / LIVE_DIR / "metrics.json").read_text())
     assert set(runs) <= set(summary) and 0 <= summary["m1"]["test_top1_final"] <= 1
 
 
@@ -127,7 +128,7 @@ def test_killed_data_parallel_driver_is_rerun_and_resumes_from_its_last_checkpoi
     killed_at = time.time() * 1000
     before = history(project, "m0")
     assert 2 <= len(before) < 4, f"driver was not killed mid-training: {before}"
-    assert not (project / "outputs/members/m0").exists()
+    assert not (project / MEMBERS_DIR / "m0").exists()
 
     rerun = subprocess.run(
         command, cwd=project, env=ray_head.env, capture_output=True, text=True, timeout=300
@@ -138,4 +139,4 @@ def test_killed_data_parallel_driver_is_rerun_and_resumes_from_its_last_checkpoi
     epochs = [epoch for epoch, _ in after]
     assert epochs == sorted(set(epochs)) and epochs[-1] == 3  # no epoch logged twice
     assert after[0] == before[0] and after[0][1] < killed_at  # epoch 0 was not trained again
-    check_outputs(project / "outputs/members/m0", num_heads=3, epochs=4)
+    check_outputs(project / MEMBERS_DIR / "m0", num_heads=3, epochs=4)

@@ -14,13 +14,14 @@ from dvc.utils.hydra import apply_overrides
 from ray.tune.search.variant_generator import generate_variants
 
 from anytime.metrics import anytime_auc, milestone_heads
-from anytime.weighting import create_strategy, eann_first_head
+from anytime.weighting import create_strategy, eann_first_head, strategy_hparams
 from pipelines.cli import UserError
 from pipelines.config import load_params, validate_params
 from pipelines.config.train import MemberParams
-from pipelines.tune import member_objective, pick_best, plot_trials
+from pipelines.paths import TUNE_BEST_PARAMS
+from pipelines.tune import member_objective, pick_best, plot_trials, tuned_train
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
-from pipelines.tuning.trial import Objective
+from pipelines.tuning.trial import Objective, TrialPlan
 from tests.fixtures.params import ROOT, error_for, project_params, with_section
 
 STATIC = {"const", "linear", "half_end", "sieve", "exp_lin"}
@@ -123,7 +124,7 @@ def test_best_params_apply_through_dvc_overrides(tmp_path, monkeypatch):
     space = load_params(ROOT / "params.yaml").tune.space
     config = next(c for c in samples(space, "random", 300) if c["weighting"]["candidate"] == 2)  # adaloss
     overrides = trial_overrides(space, config)
-    out = tmp_path / "outputs/tune/best_params.yaml"
+    out = tmp_path / TUNE_BEST_PARAMS
     out.parent.mkdir(parents=True)
     out.write_text(yaml.safe_dump(flat_overrides(overrides, load_params(ROOT / "params.yaml").train)))
     printed = subprocess.run(
@@ -141,6 +142,7 @@ def test_best_params_apply_through_dvc_overrides(tmp_path, monkeypatch):
     apply_overrides(params, printed[1::2])
     train = load_params(params).train
     assert train.weighting.strategy == "adaloss" and train.weighting.rho is None
+    assert train.eann is not None and train.eann.eann_weights is False  # AdaLoss takes no EANN weights
     assert train.weighting.hparams() == {k: v for k, v in overrides["weighting"].items() if k != "strategy"}
     assert train.optimizer.lr == overrides["optimizer"]["lr"]
     assert train.optimizer.weight_decay == overrides["optimizer"]["weight_decay"]
@@ -268,3 +270,27 @@ def test_unknown_member_fails_before_any_work(tmp_path):
         f"error: {params}: tune.member = 'm9' is not a train member: choose from ['m0', 'm1', 'm2']"
     ]
     assert list(tmp_path.iterdir()) == [params]  # no Ray storage, no outputs
+
+
+def test_a_trial_keeps_the_members_eann_weights_where_its_strategy_takes_them():
+    """The tuned member with the trial's weighting: AdaLoss (no ``eann``) trains it without EANN weights."""
+    params = load_params(ROOT / "params.yaml")
+    train = tuned_train(params)
+    assert [m.name for m in train.members] == ["m2"] and train.members[0].eann_weights and train.eann is None
+    manifest = {"image_shape": [8, 8, 1], "num_classes": 10}
+    objective = Objective("val_auc", costs=(1, 2), first_head=0, head=-1)
+    plan = TrialPlan(train, manifest, "/s", None, params.tune.space, objective, "/storage", 0)
+    optimizer = {"lr": 0.1, "weight_decay": 1e-4}
+    samples = {
+        0: {"scheme": "exp_lin"},
+        2: {"gamma": 0.1, "momentum": 0.9, "update_period": 5, "final_extra": 0.5},
+        3: {"learner": "exp3", "gamma": 0.2, "rho_last": 0.7, "momentum": 0.9},
+    }
+    for candidate, sample in samples.items():
+        config = plan.member_config(
+            {"weighting": {"candidate": candidate, "weighting": sample}, "optimizer": optimizer}
+        )
+        weighting = config["weighting"]
+        assert config["member"] == "m2" and config["epochs"] == params.tune.epochs
+        assert weighting.get("eann", False) == ("eann" in strategy_hparams(weighting["strategy"]))
+    assert weighting["strategy"] == "exp3" and "momentum" not in weighting  # AVG-L's only

@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.paths import TUNE_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_LR, DEAD_LR = 0.1, 1e-5
 STAGE = [sys.executable, "-m", "pipelines.tune"]
@@ -80,7 +82,7 @@ def kill_after_first_checkpoint(project: Path, timeout: float = 300) -> dict[str
 def test_killed_search_resumes_and_picks_the_trial_that_learns(tmp_path, digits_shards):
     project = write_project(tmp_path / "project", digits_shards)
     before = kill_after_first_checkpoint(project)
-    assert not (project / "outputs/tune").exists()  # nothing half-written by the killed run
+    assert not (project / TUNE_DIR).exists()  # nothing half-written by the killed run
 
     result = subprocess.run(STAGE, cwd=project, capture_output=True, text=True, timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -90,7 +92,7 @@ def test_killed_search_resumes_and_picks_the_trial_that_learns(tmp_path, digits_
     after = trial_dirs(project)
     assert set(before) <= set(after) and len(after) == 2  # the same trial ids carried on
 
-    out = project / "outputs/tune"
+    out = project / TUNE_DIR
     trials = pd.read_parquet(out / "trials.parquet")
     table = pd.read_csv(out / "trials.csv")
     assert list(table["trial_id"]) == list(trials["trial_id"])

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
@@ -161,7 +171,7 @@ class TrainParams(_Section):
     eann: EannParams | None = Field(default_factory=EannParams)
     members: list[MemberParams] | None = None
     model: ModelParams = Field(default_factory=ResANNParams)
-    weighting: WeightingParams = Field(default_factory=WeightingParams)
+    weighting: WeightingParams = Field(default_factory=WeightingParams, validate_default=True)
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     epochs: PositiveInt = 8
@@ -187,23 +197,25 @@ class TrainParams(_Section):
                 raise ValueError(f"member names must be unique: {', '.join(duplicates)} repeated")
         return self
 
-    @model_validator(mode="after")
-    def _eann_weights_usable(self) -> TrainParams:
+    @field_validator("weighting")
+    @classmethod
+    def _eann_weights_usable(cls, weighting: WeightingParams, info: ValidationInfo) -> WeightingParams:
         """EANN weights zero a member's first heads: a strategy that cannot do so is an error, not ignored."""
-        if self.members is not None:
-            asked = [(f"members.{m.name}.eann_weights", m.weighting) for m in self.members if m.eann_weights]
-        elif self.eann is not None and self.eann.eann_weights and self.eann.members > 1:
+        eann, members = info.data.get("eann"), info.data.get("members")
+        if members is not None:
+            asked = [(f"members.{m.name}.eann_weights", m.weighting) for m in members if m.eann_weights]
+        elif eann is not None and eann.eann_weights and eann.members > 1:
             asked = [("eann.eann_weights", None)]
         else:
             asked = []
-        for key, weighting in asked:
-            strategy = weighting or self.weighting
+        for key, own in asked:
+            strategy = own or weighting
             if not strategy.takes("eann"):
                 raise ValueError(
                     f"{key} is true but strategy '{strategy.strategy}' takes no EANN weights (it takes "
                     f"{', '.join(strategy_hparams(strategy.strategy))}): set {key} to false or pick another"
                 )
-        return self
+        return weighting
 
     def member_names(self) -> list[str]:
         """The members' names in order of depth (generated ones are m0, m1, ...)."""

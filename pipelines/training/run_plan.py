@@ -24,7 +24,7 @@ from pipelines.config.train import (
     TrainParams,
     WeightingParams,
 )
-from pipelines.paths import MEMBERS_DIR, OPT_DIR, opt_run_name, shards_dir
+from pipelines.paths import MEMBERS_DIR, OPT_DIR, PROJECT_ROOT, opt_run_name, shards_dir
 
 FINGERPRINT_FILE = "fingerprint.json"
 # Code whose change changes trained weights: the workers' import closure, in the train and tune stages' deps
@@ -68,9 +68,6 @@ class PlannedRun:
             return json.loads(path.read_text())["fingerprint"] == self.fingerprint
         except (OSError, ValueError, KeyError):
             return False
-
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def code_digest(root: Path = PROJECT_ROOT) -> str:
