@@ -92,3 +92,20 @@ def test_every_pod_authenticates_with_the_cluster_token():
         env = {e["name"]: e for c in template["spec"]["containers"] for e in c["env"]}
         assert env["RAY_AUTH_MODE"]["value"] == "token"
         assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "anytime-ray-auth"
+
+
+def test_pipeline_job_keeps_shards_and_run_storage_on_s3():
+    """Worker pods cannot read the head's disk: the job points every path the workers read or write at S3."""
+    job = _load("rayjob-pipeline.yaml")
+    env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
+    overrides = dict(
+        arg.partition("=")[::2]
+        for arg in job["spec"]["entrypoint"].split()
+        if arg.startswith(("train.", "tune."))
+    )
+    assert overrides == {
+        "train.shards": '"$ANYTIME_SHARDS"',
+        "train.storage_path": '"$ANYTIME_STORAGE"',
+        "tune.storage_path": '"$ANYTIME_STORAGE/tune"',
+    }
+    assert env["ANYTIME_SHARDS"].startswith("s3://") and env["ANYTIME_STORAGE"].startswith("s3://")
