@@ -34,7 +34,7 @@ SUBSTITUTION = re.compile(r"\$\(([^()]*)\)")
 PLACEHOLDER = re.compile(r"<([a-z][\w-]*)>")  # `<job-id>`, `https://<token>@<git-host>/...`
 OPERATORS = {";", "&&", "||", "|", "&"}
 SHELL_BUILTINS = {"export", "source", "cd"}
-NOT_CHECKED = {"git", "docker", "kubectl", "aws"}  # need a remote, an engine or credentials
+NOT_CHECKED = {"git", "docker", "kubectl", "aws", "apt-get"}  # need a remote, an engine, credentials or root
 
 
 @dataclass(frozen=True)
