@@ -1,7 +1,7 @@
 """The method is documented inside the repository: every citation points to an existing docs/METHOD.md §N.
 
-Code, docs and params cite the method as ``METHOD.md §N``; nothing may cite a document outside the project
-(the old "spec" the code was first written against is not part of it).
+Code, docs and params cite the method as ``METHOD.md §N``; none of them may cite a method document that
+lives outside the project.
 """
 
 import re

@@ -3,7 +3,7 @@
 At every budget the candidates are outputs already computed: the final head of finished members and the
 latest finished head of running members. The answer is the candidate with the lowest *validation* error;
 its *test* error is what the curve reports, so the choice is decided on validation and applied to test.
-Sequential (spec wording): candidates are the latest finished member's final head and the running member's
+Sequential (METHOD.md §7): candidates are the latest finished member's final head and the running member's
 latest head. FIFO with W workers: every finished member's final head and every running member's latest head.
 """
 
