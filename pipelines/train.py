@@ -29,7 +29,7 @@ from ray.util.queue import Empty, Queue
 from tqdm.auto import tqdm
 
 from anytime.data import load_manifest
-from anytime.metrics import anytime_auc, head_errors, reported_topk
+from anytime.metrics import anytime_auc, head_errors, milestone_heads, reported_topk
 from pipelines import cli
 from pipelines.config import load_params
 from pipelines.config.train import TrainParams
@@ -83,13 +83,16 @@ def write_outputs(run: Run, checkpoint_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def final_summary(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        "val_top1_final": metrics["val_top1"][-1],
-        "test_top1_final": metrics["test_top1"][-1],
-        "test_auc": anytime_auc(metrics["flops"], metrics["test_top1"]),
-        "flops_final": metrics["flops"][-1],
-    }
+def final_summary(run: Run, metrics: dict[str, Any]) -> dict[str, float]:
+    """A finished run's numbers for ``dvc exp show``: test error and AUC, and for members the error at each
+    cost milestone short of the final head (an OPT baseline is judged at its final head only)."""
+    errors = metrics["test_top1"]
+    summary = {"test_error": errors[-1], "test_auc": anytime_auc(metrics["flops"], errors)}
+    if run.kind == "member":
+        for key, head in milestone_heads(metrics["flops"]).items():
+            if head is not None and float(key) < 1:
+                summary[f"test_error_{round(float(key) * 100)}"] = errors[head]
+    return summary
 
 
 def prune_stale(runs: list[Run]) -> None:
@@ -116,6 +119,7 @@ def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[st
     """
     storage = storage_uri(params.storage_path)
     reports: Queue = Queue()
+    fingerprints = {run.name: run.fingerprint for run in runs}
     scaling = scaling_config(
         params.scaling.num_workers,
         use_gpu=params.scaling.use_gpu,
@@ -148,7 +152,7 @@ def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[st
         while not reports.empty():
             items.append(reports.get_nowait())
         for name, metrics in items:
-            live.log_epoch(name, metrics)
+            live.log_epoch(name, fingerprints[name], metrics)
             bars[name].n = int(metrics["epoch"]) + 1
             bars[name].set_postfix(val_err=f"{metrics['val_top1_final']:.3f}")
 
@@ -169,7 +173,7 @@ def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[st
                         print(f"run {run.name} failed: {exc}", file=sys.stderr)
                         failed.append(run.name)
                         continue
-                    live.log_final(run.name, final_summary(metrics))
+                    live.log_final(run.name, final_summary(run, metrics))
                     bars[run.name].close()
                     delete_run_storage(storage, run)
         except KeyboardInterrupt:
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     todo = [r for r in runs if (not args.only or r.name in args.only) and (args.force or not r.is_current())]
     live = StageLive()
     if not args.only:
-        live.keep_only(run.name for run in runs)
+        live.keep_only({run.name: run.fingerprint for run in runs})
     print(
         f"train: {len(runs)} runs planned, {len(runs) - len(todo)} up to date, {len(todo)} to train",
         flush=True,
