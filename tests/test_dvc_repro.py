@@ -31,6 +31,8 @@ def copy_project(dest: Path) -> None:
     ).stdout.split("\0")  # fmt: skip
     for name in filter(None, listed):
         source = ROOT / name
+        if name.startswith("outputs/"):  # Git-tracked results of this checkout's own runs
+            continue
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
