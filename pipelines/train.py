@@ -2,7 +2,7 @@
 
 Each run is one Ray Train ``TorchTrainer`` (data-parallel workers when ``train.scaling.num_workers > 1``),
 started from its own driver thread so all runs share the cluster at once. Per-epoch reports reach this
-driver through a Ray queue and are logged with dvclive here (``outputs/live``); finished runs are written
+driver through a Ray queue and are logged here (``outputs/live``); finished runs are written
 atomically to ``outputs/members/<name>/`` or ``outputs/opt/<name>/`` with a fingerprint, and runs whose
 fingerprint still matches are skipped. A killed stage resumes each unfinished run from its last epoch
 checkpoint in ``train.storage_path``.
