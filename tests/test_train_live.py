@@ -10,7 +10,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anytime.metrics import anytime_auc
 from pipelines.live import StageLive
+from pipelines.members import Run
+from pipelines.train import final_summary
 
 HEADS = 3
 EPOCHS = 4
@@ -125,3 +128,18 @@ def test_summary_is_a_handful_of_numbers_per_run(tmp_path: Path):
     assert summary["b"] == {"test_error": 0.2, "test_auc": 0.3, "test_error_50": 0.5}  # replaces the val ones
     header = (tmp_path / "live/history/a.tsv").read_text().splitlines()[0].split("\t")
     assert header == ["fingerprint", "epoch", "head", "val_error", "train_loss", "timestamp"]
+
+
+def test_final_summary_is_test_error_auc_and_milestones_for_members_only():
+    metrics = {"flops": [1, 2, 4, 8], "test_top1": [0.9, 0.8, 0.7, 0.6]}
+    member = final_summary(Run("m1", "member", {}, FP[1]), metrics)
+    auc = anytime_auc(metrics["flops"], metrics["test_top1"])
+    # heads within 1/4, 1/2, 3/4 of the final cost (8): costs 2, 4, 4
+    assert member == {
+        "test_error": 0.6,
+        "test_auc": auc,
+        "test_error_25": 0.8,
+        "test_error_50": 0.7,
+        "test_error_75": 0.7,
+    }
+    assert final_summary(Run("m1-opt2", "opt", {}, FP[1]), metrics) == {"test_error": 0.6, "test_auc": auc}
