@@ -1,83 +1,102 @@
-"""Driver-side dvclive logging of every run's per-epoch metrics, one directory for the whole stage.
+"""Driver-side history of every run's training, one directory for the whole stage (``outputs/live``).
 
-Workers never write metric files: their reports reach the driver (a Ray queue fed by a Train callback), so
-logging works the same on a laptop and on a multi-node cluster. Metrics are namespaced by run
-(``<run>/val_top1_final``, ``<run>/val_top1/head<k>``) and the step is the epoch; runs the stage does not
-re-train keep their history, and a resumed run continues its own.
+Workers never write here: their per-epoch reports reach the driver (a Ray queue fed by a Train callback), so
+logging works the same on a laptop and on a multi-node cluster. The files are small and tracked by Git
+(``cache: false`` in dvc.yaml), so ``dvc exp show`` and ``dvc plots diff`` read them at any revision:
+
+- ``history/<run>.tsv``: one row per epoch and head (:data:`COLUMNS`); dvc.yaml draws one plot per run with
+  a series per head (template ``.dvc/plots/heads.json``).
+- ``metrics.json``: a handful of numbers per run: the latest epoch's validation error and AUC while it
+  trains, then its test error (final head, and at each cost milestone for members) and test AUC.
+
+The history is keyed by the run's fingerprint (config + data + code, :class:`pipelines.members.Run`): a
+resumed run continues its rows, an epoch reported again (a retry from the last checkpoint) replaces its rows,
+and a new fingerprint starts afresh. So a run's file always holds exactly the rows of one uninterrupted run
+of its current configuration, whatever was killed and resumed before.
 """
 
 from __future__ import annotations
 
-import csv
-import shutil
-from collections.abc import Iterable
+import json
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dvclive import Live
+import pandas as pd
 
+from pipelines.io import atomic_path, write_json
 from pipelines.paths import LIVE_DIR
 
-SCALARS = ("val_top1_final", "val_auc", "loss")
-PER_HEAD = ("val_top1", "head_losses")
+COLUMNS = ("fingerprint", "epoch", "head", "val_error", "train_loss", "timestamp")
+FINGERPRINT_CHARS = 12  # as in Run.ray_name
 
 
 class StageLive:
-    """One ``dvclive.Live`` shared by all runs; call only from the driver's main thread."""
+    """The stage's history and summary; call only from the driver's main thread."""
 
     def __init__(self, directory: Path = LIVE_DIR) -> None:
-        self.live = Live(str(directory), resume=True, save_dvc_exp=False, dvcyaml=None, report=None)
-        self.metrics_dir = Path(self.live.plots_dir) / "metrics"
-        self._started: set[str] = set()
+        self.history_dir = Path(directory) / "history"
+        self.metrics_path = Path(directory) / "metrics.json"
+        self.summary: dict[str, dict[str, float]] = (
+            json.loads(self.metrics_path.read_text()) if self.metrics_path.exists() else {}
+        )
 
-    def keep_only(self, runs: Iterable[str]) -> None:
-        """Forget runs that are no longer planned (their history and summary entries)."""
-        keep = set(runs)
-        if self.metrics_dir.is_dir():
-            for path in self.metrics_dir.iterdir():
-                if path.is_dir() and path.name not in keep:
-                    shutil.rmtree(path)
-        for key in [k for k in self.live.summary if k not in keep and k != "step"]:
-            del self.live.summary[key]
-        self.live.make_summary()
-
-    def _truncate(self, run: str, epoch: int) -> None:
-        """Drop rows at or after ``epoch``: a fresh run starts at 0, a resumed one where it checkpointed."""
-        for tsv in (self.metrics_dir / run).rglob("*.tsv"):
-            with tsv.open(newline="") as fh:
-                rows = list(csv.DictReader(fh, delimiter="\t"))
-            kept = [row for row in rows if int(row["step"]) < epoch]
-            if not kept:
-                tsv.unlink()
-                continue
-            with tsv.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, list(rows[0]), delimiter="\t", lineterminator="\n")
-                writer.writeheader()
-                writer.writerows(kept)
-
-    def log_epoch(self, run: str, metrics: dict[str, Any]) -> None:
-        epoch = int(metrics["epoch"])
-        if run not in self._started:
-            self._started.add(run)
-            self._truncate(run, epoch)
-        self.live.step = epoch
-        for key in SCALARS:
-            if key in metrics:
-                self.live.log_metric(f"{run}/{key}", float(metrics[key]), timestamp=True)
-        for key in PER_HEAD:
-            for head, value in enumerate(metrics.get(key, [])):
-                self.live.log_metric(f"{run}/{key}/head{head}", float(value), timestamp=True)
-        self.live.make_summary()
-
-    def log_final(self, run: str, summary: dict[str, float]) -> None:
-        for key, value in summary.items():
-            self.live.log_metric(f"{run}/{key}", float(value), plot=False)
-        self.live.make_summary()
+    def history(self, run: str) -> pd.DataFrame:
+        """The run's rows in file order (empty when it has none)."""
+        path = self.history_dir / f"{run}.tsv"
+        if not path.exists():
+            return pd.DataFrame(columns=list(COLUMNS))
+        return pd.read_csv(path, sep="\t", dtype={"fingerprint": str})
 
     def epochs_logged(self, run: str) -> list[int]:
-        """Steps in the run's ``val_top1_final`` history, in file order (tests check none repeats)."""
-        path = self.metrics_dir / run / "val_top1_final.tsv"
-        if not path.exists():
-            return []
-        with path.open(newline="") as fh:
-            return [int(row["step"]) for row in csv.DictReader(fh, delimiter="\t")]
+        """Epochs of the run's head-0 rows in file order (tests check that none repeats)."""
+        frame = self.history(run)
+        return [int(epoch) for epoch in frame.loc[frame["head"] == 0, "epoch"]]
+
+    def keep_only(self, planned: Mapping[str, str]) -> None:
+        """Keep the history and summary of planned runs (name -> fingerprint) whose rows are of that
+        fingerprint; forget the rest (runs dropped from params, or left by another configuration)."""
+        if self.history_dir.is_dir():
+            for path in self.history_dir.glob("*.tsv"):
+                fingerprints = set(self.history(path.stem)["fingerprint"])
+                wanted = planned.get(path.stem, "")[:FINGERPRINT_CHARS]
+                if fingerprints != {wanted}:
+                    path.unlink()
+                    self.summary.pop(path.stem, None)
+        self.summary = {run: values for run, values in self.summary.items() if run in planned}
+        self._write_summary()
+
+    def log_epoch(self, run: str, fingerprint: str, metrics: Mapping[str, Any]) -> None:
+        """Record one epoch: replaces rows of this epoch and later, and every row of another fingerprint."""
+        key, epoch = fingerprint[:FINGERPRINT_CHARS], int(metrics["epoch"])
+        previous = self.history(run)
+        kept = previous[(previous["fingerprint"] == key) & (previous["epoch"] < epoch)]
+        errors, losses = metrics["val_top1"], metrics["head_losses"]
+        rows = pd.DataFrame(
+            {
+                "fingerprint": key,
+                "epoch": epoch,
+                "head": range(len(errors)),
+                "val_error": [float(e) for e in errors],
+                "train_loss": [float(loss) for loss in losses],
+                "timestamp": int(time.time() * 1000),
+            },
+            columns=list(COLUMNS),
+        )
+        with atomic_path(self.history_dir / f"{run}.tsv") as tmp:
+            frame = pd.concat([kept, rows], ignore_index=True) if not kept.empty else rows
+            frame.to_csv(tmp, sep="\t", index=False)
+        self.summary[run] = {
+            "val_error": float(metrics["val_top1_final"]),
+            "val_auc": float(metrics["val_auc"]),
+        }
+        self._write_summary()
+
+    def log_final(self, run: str, summary: Mapping[str, float]) -> None:
+        """A finished run's summary replaces its per-epoch one."""
+        self.summary[run] = {key: float(value) for key, value in summary.items()}
+        self._write_summary()
+
+    def _write_summary(self) -> None:
+        write_json(self.metrics_path, self.summary)

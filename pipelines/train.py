@@ -2,7 +2,7 @@
 
 Each run is one Ray Train ``TorchTrainer`` (data-parallel workers when ``train.scaling.num_workers > 1``),
 started from its own driver thread so all runs share the cluster at once. Per-epoch reports reach this
-driver through a Ray queue and are logged with dvclive here (``outputs/live``); finished runs are written
+driver through a Ray queue and are logged here (``outputs/live``); finished runs are written
 atomically to ``outputs/members/<name>/`` or ``outputs/opt/<name>/`` with a fingerprint, and runs whose
 fingerprint still matches are skipped. A killed stage resumes each unfinished run from its last epoch
 checkpoint in ``train.storage_path``.
@@ -30,7 +30,7 @@ from ray.util.queue import Empty, Queue
 from tqdm.auto import tqdm
 
 from anytime.data import load_manifest
-from anytime.metrics import anytime_auc, head_errors, reported_topk
+from anytime.metrics import anytime_auc, head_errors, milestone_heads, reported_topk
 from pipelines import cli
 from pipelines.config import load_params
 from pipelines.config.train import TrainParams
@@ -80,13 +80,16 @@ def write_outputs(run: PlannedRun, checkpoint_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def final_summary(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        "val_top1_final": metrics["val_top1"][-1],
-        "test_top1_final": metrics["test_top1"][-1],
-        "test_auc": anytime_auc(metrics["flops"], metrics["test_top1"]),
-        "flops_final": metrics["flops"][-1],
-    }
+def final_summary(run: PlannedRun, metrics: dict[str, Any]) -> dict[str, float]:
+    """A finished run's numbers for ``dvc exp show``: test error and AUC, and for members the error at each
+    cost milestone short of the final head (an OPT baseline is judged at its final head only)."""
+    errors = metrics["test_top1"]
+    summary = {"test_error": errors[-1], "test_auc": anytime_auc(metrics["flops"], errors)}
+    if run.kind == "member":
+        for key, head in milestone_heads(metrics["flops"]).items():
+            if head is not None and float(key) < 1:
+                summary[f"test_error_{round(float(key) * 100)}"] = errors[head]
+    return summary
 
 
 def prune_stale(runs: list[PlannedRun]) -> None:
@@ -115,6 +118,7 @@ class ConcurrentTraining:
         self.storage = storage_uri(params.storage_path)
         self.scaling = scaling_config(params.scaling)
         self.reports: Queue = Queue()
+        self.fingerprints: dict[str, str] = {}
         self.bars: dict[str, tqdm] = {}
 
     def fit(self, run: PlannedRun) -> Result:
@@ -138,7 +142,7 @@ class ConcurrentTraining:
         while not self.reports.empty():
             items.append(self.reports.get_nowait())
         for name, metrics in items:
-            self.live.log_epoch(name, metrics)
+            self.live.log_epoch(name, self.fingerprints[name], metrics)
             self.bars[name].n = int(metrics["epoch"]) + 1
             self.bars[name].set_postfix(val_err=f"{metrics['val_top1_final']:.3f}")
 
@@ -150,7 +154,7 @@ class ConcurrentTraining:
         except Exception as exc:  # one failed run must not lose the others' work
             print(f"run {run.name} failed: {exc}", file=sys.stderr)
             return False
-        self.live.log_final(run.name, final_summary(metrics))
+        self.live.log_final(run.name, final_summary(run, metrics))
         self.bars[run.name].close()
         delete_run_storage(self.storage, run)
         return True
@@ -175,6 +179,7 @@ class ConcurrentTraining:
 
     def run(self, runs: list[PlannedRun]) -> list[str]:
         """Fit every run concurrently; returns the names of failed runs (the others' outputs are written)."""
+        self.fingerprints = {run.name: run.fingerprint for run in runs}
         self.bars = {
             run.name: tqdm(
                 total=run.config["epochs"], desc=run.name, unit="epoch", position=position, dynamic_ncols=True
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     todo = [r for r in runs if (not args.only or r.name in args.only) and (args.force or not r.is_current())]
     live = StageLive()
     if not args.only:
-        live.keep_only(run.name for run in runs)
+        live.keep_only({run.name: run.fingerprint for run in runs})
     print(
         f"train: {len(runs)} runs planned, {len(runs) - len(todo)} up to date, {len(todo)} to train",
         flush=True,

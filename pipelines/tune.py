@@ -286,8 +286,7 @@ def write_outputs(results: tune.ResultGrid, plan: TrialPlan, params: Params, exp
             "# Apply with: dvc exp run $(python -m pipelines.tune --print-overrides)\n"
             + yaml.safe_dump(overrides, sort_keys=False)
         )
-    summary = {
-        "experiment": experiment,
+    summary = {  # columns of `dvc exp show`: the winner's settings are in best_params.yaml, not here
         "objective": tp.objective,
         "best_trial": best["trial_id"],
         "best_objective": float(best["objective"]),
@@ -297,7 +296,6 @@ def write_outputs(results: tune.ResultGrid, plan: TrialPlan, params: Params, exp
         "completed": int((trials["status"] == "completed").sum()),
         "stopped": int((trials["status"] == "stopped").sum()),
         "errored": int((trials["status"] == "error").sum()),
-        "overrides": overrides,
     }
     write_json(TUNE_DIR / "best.json", summary)
     return summary

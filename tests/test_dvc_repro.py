@@ -7,7 +7,6 @@ outputs and their logged history, timestamps included).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from pipelines.live import StageLive
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -30,6 +31,8 @@ def copy_project(dest: Path) -> None:
     ).stdout.split("\0")  # fmt: skip
     for name in filter(None, listed):
         source = ROOT / name
+        if name.startswith("outputs/"):  # Git-tracked results of this checkout's own runs
+            continue
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
@@ -59,8 +62,9 @@ def sh(project: Path, *command: str) -> str:
 
 
 def history(project: Path, run: str) -> list[dict]:
-    with (project / "outputs/live/plots/metrics" / run / "val_top1_final.tsv").open(newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
+    """The run's logged epochs (their head-0 rows: epoch, timestamp, ...), in order."""
+    frame = StageLive(project / "outputs/live").history(run)
+    return frame[frame["head"] == 0].to_dict("records")
 
 
 @pytest.mark.heavy
@@ -80,7 +84,7 @@ def test_repro_trains_all_then_nothing_then_only_the_edited_member(tmp_path: Pat
         metrics = json.loads((project / "outputs/members" / name / "metrics.json").read_text())
         assert len(metrics["test_top1"]) == heads and metrics["epochs"] == 2
     a_before, b_before = history(project, "a"), history(project, "b")
-    assert [row["step"] for row in a_before] == ["0", "1"]
+    assert [row["epoch"] for row in a_before] == [0, 1]
 
     second = sh(project, "dvc", "repro", "train")
     assert "Running stage" not in second and "didn't change, skipping" in second
@@ -91,7 +95,7 @@ def test_repro_trains_all_then_nothing_then_only_the_edited_member(tmp_path: Pat
     assert "2 runs planned, 1 up to date, 1 to train" in third
     assert history(project, "a") == a_before  # neither re-trained nor re-logged
     b_after = history(project, "b")
-    assert [row["step"] for row in b_after] == ["0", "1", "2"]
+    assert [row["epoch"] for row in b_after] == [0, 1, 2]
     assert min(int(row["timestamp"]) for row in b_after) > max(int(row["timestamp"]) for row in b_before)
     assert json.loads((project / "outputs/members/b/metrics.json").read_text())["epochs"] == 3
     assert "Data and pipelines are up to date" in sh(project, "dvc", "status", "train")

@@ -6,7 +6,6 @@ crash forces a retry; a driver killed mid-training is re-run and resumes instead
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ import torch
 import yaml
 
 from anytime.models import create_model
+from pipelines.live import StageLive
 from pipelines.paths import LIVE_DIR, MEMBERS_DIR, OPT_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,12 +46,10 @@ def write_project(root: Path, shards: Path, **train) -> Path:
 
 
 def history(project: Path, run: str) -> list[tuple[int, int]]:
-    """(epoch, timestamp ms) rows the driver logged for ``run``, in order."""
-    path = project / LIVE_DIR / "plots/metrics" / run / "val_top1_final.tsv"
-    if not path.exists():
-        return []
-    with path.open(newline="") as fh:
-        return [(int(row["step"]), int(row["timestamp"])) for row in csv.DictReader(fh, delimiter="\t")]
+    """(epoch, timestamp ms) the driver logged for ``run``, one per epoch (its head-0 row), in order."""
+    frame = StageLive(project / LIVE_DIR).history(run)
+    first = frame[frame["head"] == 0]
+    return [(int(epoch), int(ts)) for epoch, ts in zip(first["epoch"], first["timestamp"], strict=True)]
 
 
 def check_outputs(out: Path, *, num_heads: int, epochs: int = 3) -> None:
@@ -102,8 +100,8 @@ def test_job_submit_trains_runs_side_by_side_and_resumes_a_crashed_worker(
     for a in runs:
         for b in runs:
             assert min(spans[a]) < max(spans[b]), "runs did not train side by side"
-    summary = json.loads((project / LIVE_DIR / "metrics.json").read_text())
-    assert set(runs) <= set(summary) and 0 <= summary["m1"]["test_top1_final"] <= 1
+    summary = json.loads((project / "outputs/live/metrics.json").read_text())
+    assert set(runs) <= set(summary) and 0 <= summary["m1"]["test_error"] <= 1
 
 
 @pytest.mark.heavy
