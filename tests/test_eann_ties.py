@@ -1,4 +1,4 @@
-"""Validation ties in EANN selection go to the deeper output, in the traced curve and in the real predictor."""
+"""Validation ties in EANN selection go to the deeper output, in the traced curve and the real predictor."""
 
 import torch
 
