@@ -1,11 +1,13 @@
 """The training loop for real: a ResANN learns scikit-learn's digits on CPU; checkpoints resume exactly."""
 
+import copy
 import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from anytime.models import create_model
@@ -119,6 +121,47 @@ def test_weights_decide_which_heads_train(digits):
         if not torch.equal(value, before[name])
     }
     assert changed == {"stem", "units.0", "heads.0"}
+
+
+def test_step_descends_the_weighted_sum_of_the_head_losses(digits):
+    """One plain SGD step moves every parameter by -lr * grad of sum_k w_k * CE_k, computed here apart."""
+    seed_everything(4)
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4, period=1)
+    reference = copy.deepcopy(model)
+    images, labels = (t[:64] for t in digits["train"].tensors)
+    strategy = create_strategy("linear", num_heads=model.num_heads)  # weights 1/3, 2/3, 1: not all equal
+    optimizer = make_optimizer(model, lr=0.5, momentum=0.0, weight_decay=0.0)
+    train_one_epoch(model, [(images, labels)], optimizer, strategy, device="cpu", epoch=0, progress=False)
+    weights = strategy.weights()
+    assert len(set(weights.tolist())) == model.num_heads
+    loss = sum(w * F.cross_entropy(out, labels) for w, out in zip(weights, reference(images), strict=True))
+    loss.backward()
+    for (name, trained), start in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(trained, start - 0.5 * start.grad, msg=name)
+
+
+def test_strategy_learns_from_every_step(digits):
+    """AdaLoss's loss EMA, rebuilt by hand from the losses of each step's forward pass."""
+    seed_everything(5)
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4, period=1)
+    outputs = []
+    model.register_forward_hook(lambda _module, _inputs, out: outputs.append([o.detach() for o in out]))
+    subset = TensorDataset(*(t[:192] for t in digits["train"].tensors))
+    loader = DataLoader(subset, batch_size=64)
+    strategy = create_strategy("adaloss", num_heads=model.num_heads, momentum=0.5, update_period=1)
+    optimizer = make_optimizer(model, lr=0.05)
+    result = train_one_epoch(model, loader, optimizer, strategy, device="cpu", epoch=0, progress=False)
+    steps = [
+        torch.stack([F.cross_entropy(o, labels) for o in out])
+        for out, (_, labels) in zip(outputs, loader, strict=True)
+    ]
+    assert strategy.steps == len(steps) == 3
+    ema = steps[0].double()
+    for losses in steps[1:]:
+        ema = 0.5 * ema + 0.5 * losses.double()
+    torch.testing.assert_close(strategy.loss_ema, ema)
+    assert not torch.equal(strategy.weights(), torch.ones(model.num_heads))  # re-weighted from the EMA
+    assert result["head_losses"] == pytest.approx(torch.stack(steps).mean(0).tolist(), rel=1e-5)
 
 
 def test_checkpoint_round_trip_resumes_identically(digits, tmp_path):
