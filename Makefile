@@ -35,3 +35,12 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Mutation testing of the core (docs/mutation.md): periodic, not part of CI. MUTANTS narrows the run to one
+# module's mutants, e.g. make mutation MUTANTS='anytime.weighting*'; results stay in mutants/ between runs.
+.PHONY: mutation
+MUTANTS ?=
+mutation: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[mutation]"
+	nice $(BIN)/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
+	$(BIN)/mutmut results
