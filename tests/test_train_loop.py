@@ -24,6 +24,16 @@ from anytime.train import (
 from anytime.weighting import create_strategy
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Results depend on torch's intra-op thread count (reduction order): fix it, whatever OMP_NUM_THREADS
+    says, so the same seed gives the same numbers everywhere."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits() -> dict[str, TensorDataset]:
     """1x8x8 digits, standardised, split 75/25 stratified with a fixed seed."""
@@ -100,8 +110,11 @@ def test_digits_every_head_learns(digits):
     np.testing.assert_allclose(probs.sum(axis=2), 1.0, atol=1e-5)
     assert labels.dtype == np.int64 and np.array_equal(labels, digits["test"].tensors[1].numpy())
     errors = (probs.argmax(axis=2) != labels).mean(axis=1)
+    # Margins with room (chance is 0.9): over thread counts 1, 2, 4 the final head lands at 0.016-0.022 and
+    # heads 2.. at <= 0.04; heads 0 and 1 see only the stem and one or two units and land at 0.25-0.56.
     assert errors[-1] < 0.10, errors
-    assert (errors < 0.5).all(), errors  # chance is 0.9
+    assert (errors[2:] < 0.15).all(), errors
+    assert (errors < 0.75).all(), errors
 
 
 def test_weights_decide_which_heads_train(digits):
