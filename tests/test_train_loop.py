@@ -24,16 +24,6 @@ from anytime.train import (
 from anytime.weighting import create_strategy
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Results depend on torch's intra-op thread count (reduction order): fix it, whatever OMP_NUM_THREADS
-    says, so the same seed gives the same numbers everywhere."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits() -> dict[str, TensorDataset]:
     """1x8x8 digits, standardised, split 75/25 stratified with a fixed seed."""
