@@ -48,3 +48,12 @@ experiments: $(STAMP)
 
 results: $(STAMP)
 	$(BIN)/python -m experiments.results --size cpu
+
+# Mutation testing of the core (docs/mutation.md): periodic, not part of CI. MUTANTS narrows the run to one
+# module's mutants, e.g. make mutation MUTANTS='anytime.weighting*'; results stay in mutants/ between runs.
+.PHONY: mutation
+MUTANTS ?=
+mutation: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[mutation]"
+	nice $(BIN)/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
+	$(BIN)/mutmut results

@@ -1,11 +1,13 @@
 """The training loop for real: a ResANN learns scikit-learn's digits on CPU; checkpoints resume exactly."""
 
+import copy
 import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from anytime.models import create_model
@@ -98,8 +100,11 @@ def test_digits_every_head_learns(digits):
     np.testing.assert_allclose(probs.sum(axis=2), 1.0, atol=1e-5)
     assert labels.dtype == np.int64 and np.array_equal(labels, digits["test"].tensors[1].numpy())
     errors = (probs.argmax(axis=2) != labels).mean(axis=1)
+    # Margins with room (chance is 0.9): over thread counts 1, 2, 4 the final head lands at 0.016-0.022 and
+    # heads 2.. at <= 0.04; heads 0 and 1 see only the stem and one or two units and land at 0.25-0.56.
     assert errors[-1] < 0.10, errors
-    assert (errors < 0.5).all(), errors  # chance is 0.9
+    assert (errors[2:] < 0.15).all(), errors
+    assert (errors < 0.75).all(), errors
 
 
 def test_weights_decide_which_heads_train(digits):
@@ -119,6 +124,47 @@ def test_weights_decide_which_heads_train(digits):
         if not torch.equal(value, before[name])
     }
     assert changed == {"stem", "units.0", "heads.0"}
+
+
+def test_step_descends_the_weighted_sum_of_the_head_losses(digits):
+    """One plain SGD step moves every parameter by -lr * grad of sum_k w_k * CE_k, computed here apart."""
+    seed_everything(4)
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4, period=1)
+    reference = copy.deepcopy(model)
+    images, labels = (t[:64] for t in digits["train"].tensors)
+    strategy = create_strategy("linear", num_heads=model.num_heads)  # weights 1/3, 2/3, 1: not all equal
+    optimizer = make_optimizer(model, lr=0.5, momentum=0.0, weight_decay=0.0)
+    train_one_epoch(model, [(images, labels)], optimizer, strategy, device="cpu", epoch=0, progress=False)
+    weights = strategy.weights()
+    assert len(set(weights.tolist())) == model.num_heads
+    loss = sum(w * F.cross_entropy(out, labels) for w, out in zip(weights, reference(images), strict=True))
+    loss.backward()
+    for (name, trained), start in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(trained, start - 0.5 * start.grad, msg=name)
+
+
+def test_strategy_learns_from_every_step(digits):
+    """AdaLoss's loss EMA, rebuilt by hand from the losses of each step's forward pass."""
+    seed_everything(5)
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4, period=1)
+    outputs = []
+    model.register_forward_hook(lambda _module, _inputs, out: outputs.append([o.detach() for o in out]))
+    subset = TensorDataset(*(t[:192] for t in digits["train"].tensors))
+    loader = DataLoader(subset, batch_size=64)
+    strategy = create_strategy("adaloss", num_heads=model.num_heads, momentum=0.5, update_period=1)
+    optimizer = make_optimizer(model, lr=0.05)
+    result = train_one_epoch(model, loader, optimizer, strategy, device="cpu", epoch=0, progress=False)
+    steps = [
+        torch.stack([F.cross_entropy(o, labels) for o in out])
+        for out, (_, labels) in zip(outputs, loader, strict=True)
+    ]
+    assert strategy.steps == len(steps) == 3
+    ema = steps[0].double()
+    for losses in steps[1:]:
+        ema = 0.5 * ema + 0.5 * losses.double()
+    torch.testing.assert_close(strategy.loss_ema, ema)
+    assert not torch.equal(strategy.weights(), torch.ones(model.num_heads))  # re-weighted from the EMA
+    assert result["head_losses"] == pytest.approx(torch.stack(steps).mean(0).tolist(), rel=1e-5)
 
 
 def test_checkpoint_round_trip_resumes_identically(digits, tmp_path):
@@ -262,8 +308,26 @@ def test_seed_everything_reproduces_init_and_draws():
     assert torch.equal(draws_a[0], draws_b[0]) and np.array_equal(draws_a[1], draws_b[1])
 
 
-def _ddp_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
-    """One data-parallel rank: its own half of the data, DDP gradients, strategy fed all-reduced losses."""
+SHARD_ROWS = 37  # odd: the two ranks' ranges differ by one sample
+
+
+def write_labelled_shards(root) -> None:
+    """A test split whose label is each sample's row index, in 3 shards of row groups of 4."""
+    # imported here: the spawned DDP ranks import this module and only read shards
+    from anytime.data import RawDataset, Split, write_shards
+
+    images = np.random.default_rng(0).integers(0, 256, (SHARD_ROWS, 2, 2, 1), dtype=np.uint8)
+    split = Split(labels=np.arange(SHARD_ROWS), images=images)
+    names = [str(i) for i in range(SHARD_ROWS)]
+    raw = RawDataset("indexed", names, (1, 2, 2), "raw", {"train": split, "test": split})
+    write_shards(raw, root, val_fraction=0.0, seed=0, rows_per_shard=13, row_group_rows=4)
+
+
+def _ddp_worker(rank: int, world_size: int, store: str, out_dir: str, shards: str) -> None:
+    """One data-parallel rank: its own half of the data, DDP gradients, strategy fed all-reduced losses;
+    it also reads the shards with no rank given (ShardDataset must take it from torch.distributed)."""
+    from anytime.data import ShardDataset
+
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{store}", rank=rank, world_size=world_size
     )
@@ -274,30 +338,55 @@ def _ddp_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
         images, labels = torch.randn(size, 1, 8, 8, generator=generator), torch.arange(size) % 10
         seed_everything(0)  # same init on every rank (DDP also broadcasts it)
         model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4)
+        outputs = []  # this rank's own logits at every step, to rebuild its local losses
+        model.register_forward_hook(lambda _module, _inputs, out: outputs.append([o.detach() for o in out]))
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         strategy = create_strategy("adaloss", num_heads=model.num_heads, update_period=2)
         loader = DataLoader(TensorDataset(images, labels), batch_size=16)
         result = train_one_epoch(
             ddp, loader, make_optimizer(ddp), strategy, device="cpu", epoch=0, progress=False
         )
-        save_checkpoint(
-            f"{out_dir}/rank{rank}.pt", model=ddp, strategy=strategy, epoch=0, extra={"result": result}
+        local_losses = torch.stack(
+            [
+                torch.stack([F.cross_entropy(o, labels[16 * step : 16 * (step + 1)]) for o in out])
+                for step, out in enumerate(outputs)
+            ]
         )
+        partition = [label for _, label in ShardDataset(shards, "test")]
+        extra = {"result": result, "local_losses": local_losses, "partition": partition}
+        save_checkpoint(f"{out_dir}/rank{rank}.pt", model=ddp, strategy=strategy, epoch=0, extra=extra)
     finally:
         torch.distributed.destroy_process_group()
 
 
 @pytest.mark.heavy  # two spawned processes each import torch: ~15 s CPU, longer on a loaded box
 def test_data_parallel_ranks_share_global_losses(tmp_path):
-    """Two gloo ranks on different, uneven data: both stop at the shorter rank's end (no DDP hang), and the
-    strategies' EMA/weights and the reported losses agree."""
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    """Two gloo ranks on different, uneven data: both stop at the shorter rank's end (no DDP hang), the
+    strategies see the MEAN of the ranks' losses (so EMA/weights agree), and the reader splits by rank."""
+    write_labelled_shards(tmp_path / "shards")
+    args = (2, str(tmp_path / "store"), str(tmp_path), str(tmp_path / "shards"))
+    torch.multiprocessing.spawn(_ddp_worker, args=args, nprocs=2)
     ranks = [load_checkpoint(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert [rank["extra"]["result"]["samples"] for rank in ranks] == [96, 96]
     assert ranks[0]["extra"]["result"]["head_losses"] == ranks[1]["extra"]["result"]["head_losses"]
     for key, value in ranks[0]["strategy"].items():
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(ranks[1]["strategy"][key])), key
     assert not torch.equal(ranks[0]["strategy"]["weights"], torch.ones(3))  # AdaLoss did re-weight
+
+    # AdaLoss's EMA (momentum 0.9), rebuilt from the mean over ranks of each rank's own step losses
+    local = [rank["extra"]["local_losses"].double() for rank in ranks]
+    assert local[0].shape == (6, 3) and not torch.allclose(local[0], local[1])
+    steps = (local[0] + local[1]) / 2
+    ema = steps[0]
+    for losses in steps[1:]:
+        ema = 0.9 * ema + 0.1 * losses
+    torch.testing.assert_close(ranks[0]["strategy"]["loss_ema"], ema, rtol=1e-6, atol=1e-7)
+    assert ranks[0]["extra"]["result"]["head_losses"] == pytest.approx(steps.mean(0).tolist(), rel=1e-5)
+
+    first, second = (rank["extra"]["partition"] for rank in ranks)
+    assert len(first) + len(second) == SHARD_ROWS and abs(len(first) - len(second)) <= 1
+    assert sorted(first + second) == list(range(SHARD_ROWS))  # disjoint, and together every sample
+
     for key, value in ranks[0]["model"].items():  # save_checkpoint unwrapped DDP: plain keys
         assert not key.startswith("module.")
         if "running" not in key:  # BN statistics stay per rank, as in plain DDP

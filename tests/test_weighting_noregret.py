@@ -167,3 +167,18 @@ def test_needs_two_heads_and_one_loss_per_head(name):
         create_strategy(name, 1)
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         create_strategy(name, 3).update(torch.ones(2))
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.6])
+def test_avgl_moving_average_weights_the_past_by_momentum(momentum):
+    """Two different rewards in a row: the EMA is momentum * old + (1 - momentum) * new, worked by hand."""
+    s = create_strategy("avgl", 2, momentum=momentum)
+    s.start_epoch(1)
+    s.update(torch.tensor([2.0, 1.0]))  # r = [0.5, 0.85 * 0.5]: the EMA starts here
+    s.update(torch.tensor([1.0, 2.0]))  # r = [-1, 0.85 * max(0, -1) = 0]
+    ema = [momentum * 0.5 + (1 - momentum) * -1.0, momentum * 0.425]
+    assert s.reward_ema.tolist() == pytest.approx(ema, abs=1e-12)
+    assert s.reward_steps == 2
+    clipped = [max(0.0, r) for r in ema]
+    expected = [0.7 * r / sum(clipped) + 0.15 for r in clipped]
+    assert s.probabilities().tolist() == pytest.approx(expected, abs=1e-12)
