@@ -43,6 +43,7 @@ from anytime.train import (
     train_one_epoch,
 )
 from anytime.weighting import create_strategy
+from pipelines.ray_cluster import worker_resources
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, summary.json
@@ -178,9 +179,9 @@ def scaling_config(
     num_workers: int, *, use_gpu: bool, cpus_per_worker: float, gpus_per_worker: float | None
 ) -> ScalingConfig:
     """Small fractional CPUs by default, so several members' workers share a node side by side."""
-    resources: dict[str, float] = {"CPU": cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = gpus_per_worker or 1.0
+    resources = worker_resources(
+        use_gpu=use_gpu, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker
+    )
     return ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources)
 
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
-import ray
 from ray.util.queue import Empty, Queue
 from tqdm.auto import tqdm
 
@@ -37,8 +36,9 @@ from pipelines.io import atomic_path
 from pipelines.live import StageLive
 from pipelines.member import FINAL_DIR, build_trainer, scaling_config
 from pipelines.members import FINGERPRINT_FILE, MEMBERS_DIR, OPT_DIR, Run, plan_runs, resolve_shards
-from pipelines.ray_cluster import ReportForwarder, connect
+from pipelines.ray_cluster import ReportForwarder, interrupted, stage_session
 
+RESUME_HINT = "re-run to resume every unfinished run from its last epoch"
 ARRAYS = ("probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy")
 
 
@@ -172,11 +172,8 @@ def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[st
                     live.log_final(run.name, final_summary(metrics))
                     bars[run.name].close()
                     delete_run_storage(storage, run)
-        except KeyboardInterrupt:
-            # The fit threads block in ray.get; disconnecting ends them (and this job's actors).
-            print("\ninterrupted: re-run to resume every unfinished run from its last epoch", file=sys.stderr)
-            ray.shutdown()
-            sys.exit(130)
+        except KeyboardInterrupt:  # the fit threads block in ray.get: disconnect before the pool joins them
+            interrupted(RESUME_HINT)
     return failed
 
 
@@ -214,9 +211,14 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     if todo:
-        connect(args.address)
-        started = time.monotonic()
-        failed = train_runs(todo, params.train, live)
+        with stage_session(
+            args.address,
+            params.train.scaling,
+            shared_paths={"train.shards": shards, "train.storage_path": params.train.storage_path},
+            resume_hint=RESUME_HINT,
+        ):
+            started = time.monotonic()
+            failed = train_runs(todo, params.train, live)
         print(
             f"train: {len(todo) - len(failed)} of {len(todo)} runs done in {time.monotonic() - started:.0f}s"
         )
