@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -151,7 +152,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             amp=config["amp"],
             progress=False,
         )
-        metrics: dict[str, Any] = {"epoch": epoch, "loss": stats["loss"], "head_losses": stats["head_losses"]}
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": stats["loss"],
+            "head_losses": stats["head_losses"],
+            "node_id": ray.get_runtime_context().get_node_id(),  # where it trained (multi-node tests)
+        }
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             continue

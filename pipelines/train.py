@@ -140,6 +140,8 @@ def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[st
         )
         return trainer.fit()
 
+    nodes: dict[str, str] = {}  # the Ray node each run last reported from
+
     def drain(timeout: float) -> None:
         try:
             items = [reports.get(timeout=timeout)]
@@ -148,6 +150,9 @@ def train_runs(runs: list[Run], params: TrainParams, live: StageLive) -> list[st
         while not reports.empty():
             items.append(reports.get_nowait())
         for name, metrics in items:
+            if nodes.get(name) != metrics["node_id"]:
+                nodes[name] = metrics["node_id"]
+                tqdm.write(f"train: {name} epoch {metrics['epoch']} on node {metrics['node_id']}")
             live.log_epoch(name, metrics)
             bars[name].n = int(metrics["epoch"]) + 1
             bars[name].set_postfix(val_err=f"{metrics['val_top1_final']:.3f}")
