@@ -35,3 +35,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# A multi-node Ray cluster on this machine, all on 127.0.0.1 (head + 2 workers; docs/cluster.md, "On one
+# machine"). Prints the address and token as JSON; Ctrl-C stops it and only it.
+.PHONY: cluster
+cluster: $(STAMP)
+	$(BIN)/python infra/ray/local_cluster.py
