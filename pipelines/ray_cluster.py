@@ -13,6 +13,7 @@ default-zero wait for an autoscaler: ``scaling.wait_for_resources_s``), SIGTERM 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -50,28 +51,42 @@ def _runtime_env() -> dict:
     return {"runtime_env": {"env_vars": env}}
 
 
-def start_loopback_cluster(**init_kwargs) -> None:
-    """``ray.init(address="local")`` whose processes listen on 127.0.0.1 only.
+def _stay_on_loopback() -> None:
+    """Make this process (and the Ray processes it starts) take 127.0.0.1 as the node's address.
 
-    Ray binds a cluster it starts to the machine's network address unless ``ENABLE_RAY_CLUSTER`` is off,
-    a constant it reads from ``$RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when imported (``_node_ip_address`` is
-    turned back into the network address). The cluster's processes inherit the variable from this one;
-    the driver's own copy of the constant is set too, since Ray was imported before we knew.
-    ``tests/test_cluster_faults.py`` lists the listening sockets, so a Ray upgrade cannot undo this
-    silently.
+    Ray uses the machine's network address unless ``ENABLE_RAY_CLUSTER`` is off, a constant it reads from
+    ``$RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when imported (``_node_ip_address="127.0.0.1"`` is turned back
+    into the network address). Child processes inherit the variable; this process's copy of the constant
+    is set too, since Ray was imported before we knew. ``tests/test_cluster_faults.py`` lists the
+    listening sockets, so a Ray upgrade cannot undo this silently.
     """
     os.environ[LOOPBACK_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def start_loopback_cluster(**init_kwargs) -> None:
+    """``ray.init(address="local")`` whose processes listen on 127.0.0.1 only."""
+    _stay_on_loopback()
     ray.init(address="local", **init_kwargs)
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``[ray://]host:port`` address; None for "auto" and the like."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    return (host.strip("[]"), int(port)) if sep and port.isdigit() else None
+
+
+def _on_loopback(address: str) -> bool:
+    target = _host_port(address)
+    return target is not None and ipaddress.ip_address(socket.gethostbyname(target[0])).is_loopback
 
 
 def _check_reachable(address: str) -> None:
     """One line within seconds for a ``host:port`` nothing answers on (``ray.init`` retries for minutes)."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return  # "auto" and the like: Ray resolves those itself
+    if (target := _host_port(address)) is None:
+        return
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection(target, timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise UserError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
@@ -85,6 +100,8 @@ def connect(address: str | None = None) -> None:
         start_loopback_cluster(log_to_driver=True, **_runtime_env())
         return
     _check_reachable(target)
+    if _on_loopback(target):
+        _stay_on_loopback()  # a cluster on 127.0.0.1 (infra/ray/local_cluster.py) knows its nodes by it
     ray.init(address=target, log_to_driver=True, **_runtime_env())
 
 
