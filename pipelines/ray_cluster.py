@@ -161,8 +161,8 @@ def require_shared_paths(paths: Mapping[str, str]) -> None:
     local = [f"{key}={value}" for key, value in paths.items() if "://" not in value]
     if nodes > 1 and local:
         raise UserError(
-            f"the cluster has {nodes} nodes but {', '.join(local)} is a local path: "
-            "use a location every node reads (s3://...)"
+            f"the cluster has {nodes} nodes but local paths were given ({', '.join(local)}): "
+            "use locations every node reads (s3://...)"
         )
 
 

@@ -69,7 +69,8 @@ def test_local_shards_on_a_multinode_cluster_are_one_line(
     )
     assert result.returncode == 2, result.stderr[-3000:]
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
-    assert f"the cluster has 3 nodes but train.shards={digits_shards} is a local path" in line
+    assert "the cluster has 3 nodes but local paths were given" in line
+    assert f"train.shards={digits_shards}, train.storage_path=ray_results" in line
 
 
 def upload_dir(s3: S3Endpoint, bucket: str, source: Path, prefix: str) -> str:
