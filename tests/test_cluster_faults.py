@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.fixtures.ray_cluster import assert_loopback_only
-from tests.test_train_ray import history, write_project
+from tests.test_train_ray import check_outputs, history, write_project
 
 TRAIN = [sys.executable, "-m", "pipelines.train"]
 
@@ -131,7 +131,7 @@ def test_ray_start_head_of_the_tests_listens_on_loopback_only(ray_head):
 
 
 @pytest.mark.heavy
-def test_sigkilled_driver_takes_its_private_cluster_along_and_a_rerun_resumes(
+def test_sigkilled_driver_takes_its_cluster_along_and_a_rerun_ignores_unregistered_checkpoints(
     digits_shards: Path, tmp_path: Path
 ):
     project = write_project(
@@ -147,9 +147,16 @@ def test_sigkilled_driver_takes_its_private_cluster_along_and_a_rerun_resumes(
     _, still = psutil.wait_procs(cluster, timeout=180)  # its agents poll for their raylet: slow under load
     assert not alive(still), f"orphans of the killed driver: {alive(still)}"
     before = history(project, "m0")
+    # What an orphaned worker could have left: a checkpoint Ray Train's checkpoint manager never registered
+    # (unloadable, and dated after every real one). Resuming must not even look at it.
+    [run_dir] = (project / "ray_results").glob("m0-*")
+    stray = run_dir / "checkpoint_2099-01-01_00-00-00.000000"
+    (stray / "final").mkdir(parents=True)
+    (stray / "checkpoint.pt").write_bytes(b"written by an orphan")
 
     rerun = subprocess.run(TRAIN, cwd=project, env=stage_env(), capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     after = history(project, "m0")
     assert [epoch for epoch, _ in after] == [0, 1, 2, 3]
     assert after[: len(before)] == before
+    check_outputs(project / "outputs/members/m0", num_heads=3, epochs=4)

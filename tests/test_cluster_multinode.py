@@ -94,8 +94,7 @@ def test_runs_train_side_by_side_on_different_nodes_with_shards_and_checkpoints_
     shards = upload_dir(s3_server, bucket, digits_shards, "shards/digits")
     project = write_project(
         tmp_path / "project",
-        digits_shards,
-        shards=shards,
+        shards,
         storage_path=f"s3://{bucket}/ray",
         epochs=2,
         scaling={"cpus_per_worker": 1},  # one run per worker node at a time
@@ -145,8 +144,7 @@ def test_lost_worker_node_the_run_finishes_on_the_survivor_from_its_s3_checkpoin
     bucket = s3_server.make_bucket("anytime-loss")
     project = write_project(
         tmp_path / "project",
-        digits_shards,
-        shards=upload_dir(s3_server, bucket, digits_shards, "shards/digits"),
+        upload_dir(s3_server, bucket, digits_shards, "shards/digits"),
         storage_path=f"s3://{bucket}/ray",
         eann={"members": 1, "n0": 1},
         opt={"members": []},
