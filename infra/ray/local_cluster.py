@@ -30,6 +30,7 @@ os.environ.setdefault("RAY_AUTH_TOKEN", os.urandom(16).hex())
 
 import argparse  # after the environment Ray reads at import
 import json
+import shutil
 import signal
 import socket
 import tempfile
@@ -66,13 +67,17 @@ def start(args: argparse.Namespace) -> tuple[Cluster, dict]:
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": dashboard_port,
-            "temp_dir": args.temp_dir,
+            "temp_dir": f"{args.temp_dir}/h",
         },
     )
     nodes = [node_info("head", cluster.head_node, head_resources)]
     for k in range(1, args.workers + 1):
         resources = {f"anytime_worker_{k}": 1.0}
-        node = cluster.add_node(**common, num_cpus=args.worker_cpus, resources=resources)
+        # A session directory per node, as on separate machines: nodes sharing one would unpack a job's
+        # working dir over the copy the head's driver runs in, pulling its cwd away.
+        node = cluster.add_node(
+            **common, num_cpus=args.worker_cpus, resources=resources, temp_dir=f"{args.temp_dir}/w{k}"
+        )
         nodes.append(node_info(f"worker_{k}", node, {"CPU": args.worker_cpus, **resources}))
     cluster.wait_for_nodes()
     info = {
@@ -92,11 +97,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--object-store-mb", type=int, default=150, help="object store per node (MiB)")
     parser.add_argument("--info", type=Path, help="also write the cluster's JSON description here")
     parser.add_argument(
-        "--temp-dir", default=None, help="Ray's session directory (default: a new short /tmp/ray-* one)"
+        "--temp-dir", help="Ray's directory, one sub-directory per node (default: a new short /tmp/ray-*)"
     )
     args = parser.parse_args(argv)
     if args.workers < 0 or args.head_cpus < 0 or args.worker_cpus < 1:
         parser.error("need --workers >= 0, --head-cpus >= 0 and --worker-cpus >= 1")
+    made_temp = args.temp_dir is None
     args.temp_dir = args.temp_dir or tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths stay short
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -112,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         stop.wait()
     finally:
         cluster.shutdown()
+        if made_temp:
+            shutil.rmtree(args.temp_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
