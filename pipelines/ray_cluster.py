@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import ray
 from ray._private import ray_constants
+from ray.autoscaler.sdk import request_resources
 from ray.train import UserCallback
 from ray.util.queue import Queue
 
@@ -128,19 +129,28 @@ def _unmet(per_worker: Mapping[str, float], workers: int, nodes: list[dict[str, 
 def require_resources(per_worker: Mapping[str, float], workers: int, *, wait_s: float = 0.0) -> None:
     """Refuse, in one line, a request no node of the cluster can ever satisfy, before any run starts.
 
-    An autoscaling cluster may add nodes: with ``wait_s`` > 0 we poll until they come or time runs out.
+    An autoscaling cluster may add nodes: with ``wait_s`` > 0 we ask its autoscaler for them (Ray starts
+    none without demand) and poll until they come or time runs out.
     """
+    if not _unmet(per_worker, workers, _node_capacities()):
+        return
     deadline = time.monotonic() + wait_s
-    while _unmet(per_worker, workers, nodes := _node_capacities()):
-        if time.monotonic() >= deadline:
-            have = "; ".join(_describe(_schedulable(node)) for node in nodes)
-            waited = f" after waiting {wait_s:g}s" if wait_s else ""
-            raise UserError(
-                f"the cluster cannot run {workers} worker(s) of {_describe(per_worker)}{waited}: "
-                f"its nodes have [{have or 'none alive'}] (set scaling.wait_for_resources_s for an "
-                "autoscaling cluster)"
-            )
-        time.sleep(RESOURCE_POLL_S)
+    if wait_s > 0:
+        request_resources(bundles=[dict(per_worker)] * workers)
+    try:
+        while _unmet(per_worker, workers, nodes := _node_capacities()):
+            if time.monotonic() >= deadline:
+                have = "; ".join(_describe(_schedulable(node)) for node in nodes)
+                waited = f" after waiting {wait_s:g}s" if wait_s else ""
+                raise UserError(
+                    f"the cluster cannot run {workers} worker(s) of {_describe(per_worker)}{waited}: "
+                    f"its nodes have [{have or 'none alive'}] (set scaling.wait_for_resources_s for an "
+                    "autoscaling cluster)"
+                )
+            time.sleep(RESOURCE_POLL_S)
+    finally:
+        if wait_s > 0:
+            request_resources(bundles=[])  # the runs' own requests keep the nodes from now on
 
 
 def _raise_keyboard_interrupt(signum, frame) -> NoReturn:

@@ -101,7 +101,9 @@ def test_unreachable_address_is_one_line_within_30s(digits_shards: Path, tmp_pat
     ("scaling", "asked"),
     [
         ({"use_gpu": True}, "1 worker(s) of CPU=0.25, GPU=1"),
-        ({"cpus_per_worker": 64}, "1 worker(s) of CPU=64"),
+        ({"cpus_per_worker": 64}, "1 worker(s) of CPU=64:"),
+        # what an autoscaling cluster sets: ask for the nodes, wait, then give up with the same line
+        ({"cpus_per_worker": 64, "wait_for_resources_s": 3}, "1 worker(s) of CPU=64 after waiting 3s:"),
     ],
 )
 def test_request_no_node_can_grant_is_one_line_within_30s(
