@@ -7,14 +7,12 @@ it); the S3 store is moto's server on 127.0.0.1. The stage runs as a Ray job thr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -22,7 +20,7 @@ import pytest
 
 from tests.fixtures.ray_cluster import MultiNodeCluster, assert_loopback_only
 from tests.fixtures.s3 import S3Endpoint
-from tests.test_train_ray import check_outputs, history, write_project
+from tests.test_train_ray import check_outputs, write_project
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
@@ -134,53 +132,3 @@ def test_runs_train_side_by_side_on_different_nodes_with_shards_and_checkpoints_
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert not [k for k in keys if k.startswith("staging/")]  # the staged outputs were cleaned up
     assert all(k.startswith(("shards/", "ray/")) for k in keys), keys  # nothing written elsewhere
-
-
-def kill_node(node: dict) -> None:
-    """SIGKILL a node's Ray processes and its workers at once, as a lost machine goes."""
-    roots = [psutil.Process(pid) for pid in node["pids"] if psutil.pid_exists(pid)]
-    processes = roots + [child for root in roots for child in root.children(recursive=True)]
-    for proc in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(processes, timeout=30)
-
-
-@pytest.mark.heavy
-def test_lost_worker_node_the_run_finishes_on_the_survivor_from_its_s3_checkpoint(
-    ray_nodes: MultiNodeCluster, s3_server: S3Endpoint, digits_shards: Path, tmp_path: Path
-):
-    """Last in this module: the session's cluster keeps one worker node less."""
-    bucket = s3_server.make_bucket("anytime-loss")
-    project = write_project(
-        tmp_path / "project",
-        upload_dir(s3_server, bucket, digits_shards, "shards/digits"),
-        storage_path=f"s3://{bucket}/ray",
-        eann={"members": 1, "n0": 1},
-        opt={"members": []},
-        epochs=4,
-        scaling={"cpus_per_worker": 1},
-    )
-    log = tmp_path / "driver.log"
-    with log.open("w") as sink:
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.train"],
-            cwd=project,
-            env={**ray_nodes.env, **s3_server.env},
-            stdout=sink,
-            stderr=sink,
-        )
-    deadline = time.monotonic() + 600
-    while len(history(project, "m0")) < 1 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    [first] = re.findall(r"train: m0 epoch 0 on node ([0-9a-f]+)", log.read_text())
-    [lost] = [node for node in ray_nodes.nodes if node["node_id"] == first]
-    assert lost["name"].startswith("worker_")
-    kill_node(lost)
-
-    assert driver.wait(timeout=900) == 0, log.read_text()[-4000:]
-    text = log.read_text()
-    moved = re.findall(r"train: m0 epoch (\d+) on node ([0-9a-f]+)", text)
-    assert moved[-1][1] != first and int(moved[-1][0]) >= 1  # resumed elsewhere, after epoch 0
-    assert [epoch for epoch, _ in history(project, "m0")] == [0, 1, 2, 3]  # no epoch trained twice
-    check_outputs(project / "outputs/members/m0", num_heads=3, epochs=4)
