@@ -57,3 +57,9 @@ mutation: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[mutation]"
 	nice $(BIN)/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
 	$(BIN)/mutmut results
+
+# A multi-node Ray cluster on this machine, all on 127.0.0.1 (head + 2 workers; docs/cluster.md, "On one
+# machine"). Prints the address and token as JSON; Ctrl-C stops it and only it.
+.PHONY: cluster
+cluster: $(STAMP)
+	$(BIN)/python infra/ray/local_cluster.py

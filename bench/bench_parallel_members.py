@@ -6,7 +6,8 @@ from a ``TrainParams`` (EANN members m0..m{M-1} with n = n0 * 2^k),
 ``pipelines.train`` does, the parallel run starts every member's ``fit()`` from its own driver thread so they
 share the cluster. The data is a synthetic CIFAR-shaped
 dataset sharded with ``anytime.data.write_shards`` into a temporary directory. The cluster is private
-(``ray.init(address="local")``) and everything it writes goes to the temporary directory.
+(``address="local"``, loopback only) unless ``--address`` names one; everything the runs write goes to the
+temporary directory.
 
 With M members on at least M free cores the ideal ratio is about the longest member's share of the
 sequential time; on a loaded 2-core machine expect much less gain. Wall clock only (the work happens in
@@ -14,6 +15,13 @@ Ray's worker processes).
 
     python -m bench.bench_parallel_members                  # 2 members (n = 1, 2), 1 epoch, 2 repeats
     python -m bench.bench_parallel_members --members 3 --num-cpus 8 --repeats 3   # quiet machine
+
+On the multi-node loopback cluster (2 one-CPU workers, 0-CPU head), members long enough that Ray's
+start-up is under a tenth of their time:
+
+    python infra/ray/local_cluster.py --info /tmp/cluster.json &     # then, with its address and token:
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<token> python -m bench.bench_parallel_members \
+        --address <address> --samples 4096 --epochs 3 --repeats 3
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import ray
 from bench.synthetic import synthetic_shards
 from bench.timing import add_compile_flag, bench_parser, ratio_line, setup
 from pipelines.config.train import EannParams, ScalingParams, TrainParams
-from pipelines.ray_cluster import scaling_config
+from pipelines.ray_cluster import scaling_config, start_loopback_cluster
 from pipelines.training.run_plan import member_entries, run_config
 from pipelines.training.train_worker import build_trainer
 
@@ -50,6 +58,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument(
         "--num-cpus", type=int, default=os.cpu_count(), help="CPUs the local Ray cluster gets"
+    )
+    parser.add_argument(
+        "--address", help="an existing cluster's GCS address (e.g. from infra/ray/local_cluster.py)"
     )
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument(
@@ -115,14 +126,16 @@ def main() -> None:
                 list(pool.map(fit, configs))
 
         ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay short
-        ray.init(
-            address="local",
-            num_cpus=args.num_cpus,
-            num_gpus=1 if use_gpu else 0,
-            include_dashboard=False,
-            log_to_driver=False,
-            _temp_dir=ray_tmp,
-        )
+        if args.address:  # e.g. infra/ray/local_cluster.py's nodes (on this machine: they share the tmp dir)
+            ray.init(address=args.address, log_to_driver=False)
+        else:
+            start_loopback_cluster(
+                num_cpus=args.num_cpus,
+                num_gpus=1 if use_gpu else 0,
+                include_dashboard=False,
+                log_to_driver=False,
+                _temp_dir=ray_tmp,
+            )
         try:
             print(bench.header())
             members = ", ".join(f"{c['member']} (n={c['model']['n']})" for c in configs)

@@ -9,10 +9,11 @@ logging works the same on a laptop and on a multi-node cluster. The files are sm
 - ``metrics.json``: a handful of numbers per run: the latest epoch's validation error and AUC while it
   trains, then its test error (final head, and at each cost milestone for members) and test AUC.
 
-The history is keyed by the run's fingerprint (config + data + code, :class:`pipelines.members.Run`): a
-resumed run continues its rows, an epoch reported again (a retry from the last checkpoint) replaces its rows,
-and a new fingerprint starts afresh. So a run's file always holds exactly the rows of one uninterrupted run
-of its current configuration, whatever was killed and resumed before.
+The history is keyed by the run's fingerprint (config + data + code,
+:class:`pipelines.training.run_plan.PlannedRun`): a resumed run continues its rows, an epoch reported again
+(a retry from the last checkpoint) replaces its rows, and a new fingerprint starts afresh. So a run's file
+always holds exactly the rows of one uninterrupted run of its current configuration, whatever was killed
+and resumed before.
 """
 
 from __future__ import annotations

@@ -1,45 +1,210 @@
-"""The stages' Ray plumbing: joining a cluster, storage URIs, worker resources, and the callback that
-streams reports back to the driver.
+"""The stages' Ray plumbing: joining or starting a cluster, refusing requests it cannot grant, ending
+cleanly, storage URIs, worker resources, and the callback that streams reports back to the driver.
 
 A bare ``ray.init()`` would attach to whichever ``ray start`` cluster is newest on the machine, so without
-an address we ask for ``address="local"`` explicitly. Inside ``ray job submit`` Ray sets ``RAY_ADDRESS``
-and we join that cluster. Token authentication (Ray >= 2.52: ``RAY_AUTH_MODE=token`` with
-``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` / ``~/.ray/auth_token``) is read by Ray from the environment.
+an address we ask for ``address="local"`` explicitly, and that private cluster listens on 127.0.0.1 only
+(see :func:`start_loopback_cluster`). Inside ``ray job submit`` Ray sets ``RAY_ADDRESS`` and we join that
+cluster. Token authentication (Ray >= 2.52: ``RAY_AUTH_MODE=token`` with ``RAY_AUTH_TOKEN`` /
+``RAY_AUTH_TOKEN_PATH`` / ``~/.ray/auth_token``) is read by Ray from the environment.
+
+Every fault ends in one line: an unreachable address, a worker no node can ever host (after an explicit,
+default-zero wait for an autoscaler: ``scaling.wait_for_resources_s``), SIGTERM (handled like Ctrl-C).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import ray
+from ray._private import ray_constants
+from ray.autoscaler.sdk import request_resources
 from ray.train import ScalingConfig, UserCallback
 from ray.util.queue import Queue
 
-if TYPE_CHECKING:
+from pipelines.cli import UserError
+
+if TYPE_CHECKING:  # the config imports torch; Train controllers unpickle this module's callback
     from pipelines.config.train import ScalingParams
 
 # Set by Ray's job manager in the driver of a submitted job.
 RAY_JOB_CONFIG_JSON_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 # Fault-injection variables (see pipelines.training.train_worker) travel to the workers with the job.
 FORWARDED_ENV_PREFIX = "ANYTIME_FAULT_"
+# "0": Ray keeps every process of a cluster it starts on 127.0.0.1 (its OSX/Windows default).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CONNECT_TIMEOUT_S = 10.0
+RESOURCE_POLL_S = 2.0
+
+
+def _runtime_env() -> dict:
+    """The fault-injection variables, for every worker (a submitted job already carries its own env,
+    which Ray refuses to have repeated here)."""
+    env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIX)}
+    if not env or RAY_JOB_CONFIG_JSON_ENV_VAR in os.environ:
+        return {}
+    return {"runtime_env": {"env_vars": env}}
+
+
+def _stay_on_loopback() -> None:
+    """Make this process (and the Ray processes it starts) take 127.0.0.1 as the node's address.
+
+    Ray uses the machine's network address unless ``ENABLE_RAY_CLUSTER`` is off, a constant it reads from
+    ``$RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when imported (``_node_ip_address="127.0.0.1"`` is turned back
+    into the network address). Child processes inherit the variable; this process's copy of the constant
+    is set too, since Ray was imported before we knew. ``tests/test_cluster_faults.py`` lists the
+    listening sockets, so a Ray upgrade cannot undo this silently.
+    """
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def start_loopback_cluster(**init_kwargs) -> None:
+    """``ray.init(address="local")`` whose processes listen on 127.0.0.1 only."""
+    _stay_on_loopback()
+    ray.init(address="local", **init_kwargs)
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``[ray://]host:port`` address; None for "auto" and the like."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    return (host.strip("[]"), int(port)) if sep and port.isdigit() else None
+
+
+def _on_loopback(address: str) -> bool:
+    target = _host_port(address)
+    return target is not None and ipaddress.ip_address(socket.gethostbyname(target[0])).is_loopback
+
+
+def _check_reachable(address: str) -> None:
+    """One line within seconds for a ``host:port`` nothing answers on (``ray.init`` retries for minutes)."""
+    if (target := _host_port(address)) is None:
+        return
+    try:
+        socket.create_connection(target, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def connect(address: str | None = None) -> None:
-    """``ray.init`` for a driver: ``address`` or ``$RAY_ADDRESS`` if given, else a new local cluster.
-
-    The fault-injection variables, when set, travel to every worker through the job's runtime env (a job
-    from ``ray job submit`` already carries its own, which Ray refuses to have repeated here).
-    """
+    """``ray.init`` for a driver: ``address`` or ``$RAY_ADDRESS`` if given, else a private loopback one."""
     if ray.is_initialized():
         return
-    env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIX)}
-    if RAY_JOB_CONFIG_JSON_ENV_VAR in os.environ:
-        env = {}
-    kwargs = {"runtime_env": {"env_vars": env}} if env else {}
-    target = address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=target, log_to_driver=True, **kwargs)
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target is None:
+        start_loopback_cluster(log_to_driver=True, **_runtime_env())
+        return
+    _check_reachable(target)
+    if _on_loopback(target):
+        _stay_on_loopback()  # a cluster on 127.0.0.1 (infra/ray/local_cluster.py) knows its nodes by it
+    ray.init(address=target, log_to_driver=True, **_runtime_env())
+
+
+def _describe(resources: Mapping[str, float]) -> str:
+    return ", ".join(f"{name}={value:g}" for name, value in sorted(resources.items()))
+
+
+def _schedulable(node: Mapping[str, float]) -> dict[str, float]:
+    """A node's resources without its ``node:<ip>`` labels and memory sizes in bytes (noise in a message)."""
+    return {k: v for k, v in node.items() if not k.startswith("node:") and not k.endswith("memory")}
+
+
+def _node_capacities() -> list[dict[str, float]]:
+    """Total resources of every live node (what it could ever grant, busy or not)."""
+    return [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
+
+
+def _unmet(per_worker: Mapping[str, float], workers: int, nodes: list[dict[str, float]]) -> bool:
+    """True when no node fits one worker, or all nodes together cannot fit ``workers`` of them."""
+    fits = [min(node.get(k, 0.0) // v for k, v in per_worker.items() if v > 0) for node in nodes]
+    return not fits or max(fits) < 1 or sum(fits) < workers
+
+
+def require_resources(per_worker: Mapping[str, float], workers: int, *, wait_s: float = 0.0) -> None:
+    """Refuse, in one line, a request no node of the cluster can ever satisfy, before any run starts.
+
+    An autoscaling cluster may add nodes: with ``wait_s`` > 0 we ask its autoscaler for them (Ray starts
+    none without demand) and poll until they come or time runs out.
+    """
+    if not _unmet(per_worker, workers, _node_capacities()):
+        return
+    deadline = time.monotonic() + wait_s
+    if wait_s > 0:
+        request_resources(bundles=[dict(per_worker)] * workers)
+    try:
+        while _unmet(per_worker, workers, nodes := _node_capacities()):
+            if time.monotonic() >= deadline:
+                have = "; ".join(_describe(_schedulable(node)) for node in nodes)
+                waited = f" after waiting {wait_s:g}s" if wait_s else ""
+                raise UserError(
+                    f"the cluster cannot run {workers} worker(s) of {_describe(per_worker)}{waited}: "
+                    f"its nodes have [{have or 'none alive'}] (set scaling.wait_for_resources_s for an "
+                    "autoscaling cluster)"
+                )
+            time.sleep(RESOURCE_POLL_S)
+    finally:
+        if wait_s > 0:
+            request_resources(bundles=[])  # the runs' own requests keep the nodes from now on
+
+
+def _raise_keyboard_interrupt(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def interrupted(hint: str) -> NoReturn:
+    """End an interrupted stage: disconnect (Ray then ends this job's actors and workers), hint, exit 130."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
+    ray.shutdown()
+    print(f"\ninterrupted: {hint}", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+def require_shared_paths(paths: Mapping[str, str]) -> None:
+    """On a cluster of several nodes, other nodes cannot read this machine's disk: refuse local paths."""
+    nodes = len(_node_capacities())
+    local = [f"{key}={value}" for key, value in paths.items() if "://" not in value]
+    if nodes > 1 and local:
+        raise UserError(
+            f"the cluster has {nodes} nodes but local paths were given ({', '.join(local)}): "
+            "use locations every node reads (s3://...)"
+        )
+
+
+@contextlib.contextmanager
+def stage_session(
+    address: str | None, scaling: ScalingParams, *, shared_paths: Mapping[str, str], resume_hint: str
+) -> Iterator[None]:
+    """Connect, check the cluster can run the stage's workers, end on SIGTERM or Ctrl-C with ``resume_hint``.
+
+    SIGTERM (``timeout``, Kubernetes, Slurm) raises KeyboardInterrupt in the main thread, like Ctrl-C.
+    """
+    connect(address)
+    # After ray.init, which installs a SIGTERM handler of its own that aborts the driver.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        require_shared_paths(shared_paths)
+        require_resources(worker_resources(scaling), scaling.num_workers, wait_s=scaling.wait_for_resources_s)
+        yield
+    except KeyboardInterrupt:
+        interrupted(resume_hint)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def worker_resources(scaling: ScalingParams) -> dict[str, float]:
+    """What one Ray Train worker asks for (one source for the trainer and the feasibility check)."""
+    resources: dict[str, float] = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker or 1.0
+    return resources
 
 
 def storage_uri(path: str) -> str:
@@ -49,11 +214,10 @@ def storage_uri(path: str) -> str:
 
 def scaling_config(scaling: ScalingParams) -> ScalingConfig:
     """One run's workers: small fractional CPUs by default, so several runs share a node side by side."""
-    resources: dict[str, float] = {"CPU": scaling.cpus_per_worker}
-    if scaling.use_gpu:
-        resources["GPU"] = scaling.gpus_per_worker or 1.0
     return ScalingConfig(
-        num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+        num_workers=scaling.num_workers,
+        use_gpu=scaling.use_gpu,
+        resources_per_worker=worker_resources(scaling),
     )
 
 

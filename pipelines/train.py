@@ -20,11 +20,10 @@ import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
-import ray
 from ray.train import Result
 from ray.util.queue import Empty, Queue
 from tqdm.auto import tqdm
@@ -37,10 +36,11 @@ from pipelines.config.train import TrainParams
 from pipelines.io import atomic_path
 from pipelines.live import StageLive
 from pipelines.paths import MEMBERS_DIR, OPT_DIR
-from pipelines.ray_cluster import ReportForwarder, connect, scaling_config, storage_uri
+from pipelines.ray_cluster import ReportForwarder, interrupted, scaling_config, stage_session, storage_uri
 from pipelines.training.run_plan import FINGERPRINT_FILE, PlannedRun, plan_runs, resolve_shards
 from pipelines.training.train_worker import FINAL_DIR, build_trainer
 
+RESUME_HINT = "re-run to resume every unfinished run from its last epoch"
 ARRAYS = ("probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy")
 
 
@@ -120,6 +120,7 @@ class ConcurrentTraining:
         self.reports: Queue = Queue()
         self.fingerprints: dict[str, str] = {}
         self.bars: dict[str, tqdm] = {}
+        self.nodes: dict[str, str] = {}  # the Ray node each run last reported from
 
     def fit(self, run: PlannedRun) -> Result:
         """One run to its end (in a driver thread); its Ray name resumes its last checkpoint, if any."""
@@ -142,6 +143,10 @@ class ConcurrentTraining:
         while not self.reports.empty():
             items.append(self.reports.get_nowait())
         for name, metrics in items:
+            node = metrics.get("node_id")
+            if node is not None and self.nodes.get(name) != node:
+                self.nodes[name] = node
+                tqdm.write(f"train: {name} epoch {metrics['epoch']} on node {node}")
             self.live.log_epoch(name, self.fingerprints[name], metrics)
             self.bars[name].n = int(metrics["epoch"]) + 1
             self.bars[name].set_postfix(val_err=f"{metrics['val_top1_final']:.3f}")
@@ -171,12 +176,6 @@ class ConcurrentTraining:
                     failed.append(run.name)
         return failed
 
-    def interrupted(self) -> NoReturn:
-        """Ctrl-C: the fit threads block in ``ray.get``; disconnecting ends them (and this job's actors)."""
-        print("\ninterrupted: re-run to resume every unfinished run from its last epoch", file=sys.stderr)
-        ray.shutdown()
-        sys.exit(130)
-
     def run(self, runs: list[PlannedRun]) -> list[str]:
         """Fit every run concurrently; returns the names of failed runs (the others' outputs are written)."""
         self.fingerprints = {run.name: run.fingerprint for run in runs}
@@ -191,7 +190,7 @@ class ConcurrentTraining:
             try:
                 return self.wait(pending)
             except KeyboardInterrupt:  # here, before the pool's exit waits on the blocked fit threads
-                self.interrupted()
+                interrupted(RESUME_HINT)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -228,9 +227,14 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     if todo:
-        connect(args.address)
-        started = time.monotonic()
-        failed = ConcurrentTraining(params.train, live).run(todo)
+        with stage_session(
+            args.address,
+            params.train.scaling,
+            shared_paths={"train.shards": shards, "train.storage_path": params.train.storage_path},
+            resume_hint=RESUME_HINT,
+        ):
+            started = time.monotonic()
+            failed = ConcurrentTraining(params.train, live).run(todo)
         print(
             f"train: {len(todo) - len(failed)} of {len(todo)} runs done in {time.monotonic() - started:.0f}s"
         )

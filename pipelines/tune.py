@@ -47,7 +47,7 @@ from pipelines.config.train import MILESTONE_KEYS, MemberParams
 from pipelines.config.tune import TuneParams
 from pipelines.io import atomic_path, write_json
 from pipelines.paths import TUNE_BEST_PARAMS, TUNE_DIR
-from pipelines.ray_cluster import connect, storage_uri
+from pipelines.ray_cluster import stage_session, storage_uri
 from pipelines.training.run_plan import (
     code_digest,
     fingerprint,
@@ -331,15 +331,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     params = load_params(args.params)
     plan, experiment = plan_search(params)
-    connect(args.address)
     # Ctrl-C must end the stage, not make Tune return early with partial results that DVC would record as
     # done; Tune keeps its experiment state on disk as it goes, so a re-run restores it.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    try:
+    with stage_session(
+        args.address,
+        params.tune.scaling,
+        shared_paths={"train.shards": plan.shards, "tune.storage_path": params.tune.storage_path},
+        resume_hint="re-run the stage to resume the search",
+    ):
         results = make_tuner(params, plan, experiment).fit()
-    except KeyboardInterrupt:
-        print("error: tuning interrupted; re-run the stage to resume it", file=sys.stderr)
-        sys.exit(130)
     try:
         summary = write_outputs(results, plan, params, experiment)
     except RuntimeError as exc:  # every trial failed: nothing to write, the Ray log above says why

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -135,6 +136,9 @@ class ScalingParams(_Section):
     cpus_per_worker: PositiveFloat = 0.25
     gpus_per_worker: PositiveFloat | None = None
     loader_workers: NonNegativeInt = 0
+    # How long to wait for nodes that could host a worker (an autoscaling cluster adding them); 0 = refuse
+    # a request no live node can satisfy at once (docs/cluster.md).
+    wait_for_resources_s: NonNegativeFloat = 0.0
 
 
 class EannParams(_Section):

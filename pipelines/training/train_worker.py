@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -182,11 +183,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             amp=config["amp"],
             progress=False,
         )
-        metrics: dict[str, Any] = {"epoch": epoch, "loss": stats["loss"], "head_losses": stats["head_losses"]}
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": stats["loss"],
+            "head_losses": stats["head_losses"],
+            "node_id": _node_id(),
+        }
         if rank == 0:
             _report_validated(state, config, epoch, metrics, val_data)
         else:
             ray.train.report(metrics, checkpoint=None)
+
+
+def _node_id() -> str | None:
+    """The Ray node this worker trains on (multi-node runs report it); None in Train's local mode, which
+    runs without a Ray runtime (asking for one would start it)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def _report_validated(

@@ -1,0 +1,126 @@
+"""A multi-node Ray cluster on one machine, every process on 127.0.0.1: a head and N worker nodes.
+
+    python infra/ray/local_cluster.py                   # head (0 CPUs) + 2 workers (1 CPU each); Ctrl-C stops
+    python infra/ray/local_cluster.py --workers 3 --worker-cpus 2 --info cluster.json
+
+Each node has its own CPU count and a custom resource naming it (``anytime_head``, ``anytime_worker_1``,
+...), so a request can be pinned to a node. Like the AWS cluster (docs/cluster.md), the head advertises no
+CPUs by default: work goes to the workers. Token authentication is on (a fresh token per cluster).
+
+Why ``ray.cluster_utils.Cluster`` (Ray's own multi-node test harness) and not ``ray start``: given
+``--node-ip-address 127.0.0.1``, ``ray start`` still advertises the machine's network address and listens
+on every interface; with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` everything stays on loopback, but then
+``ray start --address`` refuses to add worker nodes. ``Cluster`` adds them under that setting, and every
+node's processes are children of this one, so stopping it (SIGTERM, Ctrl-C) stops exactly those.
+
+When the cluster is up, one JSON line goes to stdout (and to ``--info``): the GCS ``address`` (for
+``RAY_ADDRESS``), the jobs API ``dashboard_url``, the ``token`` (``RAY_AUTH_TOKEN``, with
+``RAY_AUTH_MODE=token``), and per node its ``name``, ``node_id``, ``resources`` and ``pids`` (its Ray
+processes; its workers are children of its raylet, the first pid).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by Ray at import: loopback only
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_TOKEN", os.urandom(16).hex())
+
+import argparse  # after the environment Ray reads at import
+import json
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+from ray.cluster_utils import Cluster
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def node_info(name: str, node, resources: dict[str, float]) -> dict:
+    processes = node.all_processes
+    raylet = [info.process.pid for info in processes.get("raylet", [])]
+    others = [info.process.pid for kind, infos in processes.items() if kind != "raylet" for info in infos]
+    return {"name": name, "node_id": node.node_id, "resources": resources, "pids": raylet + others}
+
+
+def start(args: argparse.Namespace) -> tuple[Cluster, dict]:
+    """Start the head and the workers; return the cluster and what clients need to reach it."""
+    dashboard_port = free_port()
+    common = {"object_store_memory": args.object_store_mb * 2**20, "node_ip_address": "127.0.0.1"}
+    head_resources = {"CPU": args.head_cpus, "anytime_head": 1.0}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            **common,
+            "num_cpus": args.head_cpus,
+            "resources": {"anytime_head": 1.0},
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": dashboard_port,
+            "temp_dir": f"{args.temp_dir}/h",
+        },
+    )
+    nodes = [node_info("head", cluster.head_node, head_resources)]
+    for k in range(1, args.workers + 1):
+        resources = {f"anytime_worker_{k}": 1.0}
+        # A session directory per node, as on separate machines: nodes sharing one would unpack a job's
+        # working dir over the copy the head's driver runs in, pulling its cwd away.
+        node = cluster.add_node(
+            **common, num_cpus=args.worker_cpus, resources=resources, temp_dir=f"{args.temp_dir}/w{k}"
+        )
+        nodes.append(node_info(f"worker_{k}", node, {"CPU": args.worker_cpus, **resources}))
+    cluster.wait_for_nodes()
+    info = {
+        "address": cluster.address,
+        "dashboard_url": f"http://127.0.0.1:{dashboard_port}",
+        "token": os.environ["RAY_AUTH_TOKEN"],
+        "nodes": nodes,
+    }
+    return cluster, info
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
+    parser.add_argument("--head-cpus", type=int, default=0, help="CPUs the head advertises (default 0)")
+    parser.add_argument("--worker-cpus", type=int, default=1, help="CPUs each worker advertises (default 1)")
+    parser.add_argument("--object-store-mb", type=int, default=150, help="object store per node (MiB)")
+    parser.add_argument("--info", type=Path, help="also write the cluster's JSON description here")
+    parser.add_argument(
+        "--temp-dir", help="Ray's directory, one sub-directory per node (default: a new short /tmp/ray-*)"
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 0 or args.head_cpus < 0 or args.worker_cpus < 1:
+        parser.error("need --workers >= 0, --head-cpus >= 0 and --worker-cpus >= 1")
+    made_temp = args.temp_dir is None
+    args.temp_dir = args.temp_dir or tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths stay short
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    cluster, info = start(args)
+    try:
+        line = json.dumps(info)
+        if args.info:
+            tmp = args.info.with_name(f".{args.info.name}.tmp")
+            tmp.write_text(line + "\n")
+            tmp.replace(args.info)
+        print(line, flush=True)
+        stop.wait()
+    finally:
+        cluster.shutdown()
+        if made_temp:
+            shutil.rmtree(args.temp_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
