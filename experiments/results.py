@@ -83,11 +83,13 @@ def render(size: str) -> str:
     if log:
         parts.append(f"Hardware: {log.get('hardware', '?')}.")
         known = [m for m in walls.values() if m is not None]
-        parts.append(f"Wall time: {sum(known):.0f} min for {len(known)} experiments (one at a time).")
+        parts.append(
+            f"Wall time: {sum(known):.0f} min over the {len(known)} experiment(s) timed (one at a time)."
+        )
     if weighting:
         table = weighting_table(weighting, WEIGHTINGS, OPT_OF)
         parts += [
-            f"### Weighting: relative increase in test error over OPT (%), {len(weighting)} seeds",
+            f"### Weighting: relative increase in test error over OPT (%), seeds: {len(weighting)}",
             markdown_weighting(table, list(WEIGHTINGS)),
             f"### Small adaptive ANN vs the deeper CONST ANN ({DEEP_CONST})",
             markdown_cost_to_reach(
