@@ -24,6 +24,8 @@ GIT_TRACKED = (  # small metrics and plot data: what `dvc exp show` / `dvc plots
     "outputs/tune/trials.csv",
     "outputs/tune/history.csv",
     "outputs/report/metrics.json",
+    "outputs/report/plots/schedules.csv",
+    "outputs/report/plots/heads.csv",
 )
 METRICS = ("outputs/live/metrics.json", "outputs/tune/best.json", "outputs/report/metrics.json")
 
@@ -97,7 +99,7 @@ def test_a_clone_with_the_cache_pulled_is_up_to_date_and_shows_every_metric_and_
     for name in (
         "outputs/live/history/b.tsv",
         "outputs/tune/history.csv",
-        "outputs/report/curves/sequential.csv",
+        "outputs/report/plots/schedules.csv",
     ):
         (plot,) = diff["data"][name]
         assert plot["revisions"] == [head, "finals-only"]
