@@ -90,11 +90,11 @@ def test_a_clone_with_the_cache_pulled_is_up_to_date_and_shows_every_metric_and_
     overrides = sh(clone, "python", "-m", "pipelines.tune", "--print-overrides")
     assert "-S ++train.weighting.strategy=" in overrides  # best_params.yaml came with the clone
 
-    sh(clone, "dvc", "exp", "run", "-n", "finals-only", "-S", "assemble.near_optimal_from=1.0")
+    sh(clone, "dvc", "exp", "run", "-n", "one-worker", "-S", "assemble.workers=[1]")
     shown = metrics_by_revision(clone)
-    assert shown["finals-only"]["outputs/live/metrics.json"] == shown[head]["outputs/live/metrics.json"]
-    assert set(METRICS) <= set(shown["finals-only"])
-    diff = json.loads(sh(clone, "dvc", "plots", "diff", head, "finals-only", "--json"))
+    assert shown["one-worker"]["outputs/live/metrics.json"] == shown[head]["outputs/live/metrics.json"]
+    assert set(METRICS) <= set(shown["one-worker"])
+    diff = json.loads(sh(clone, "dvc", "plots", "diff", head, "one-worker", "--json"))
     assert not diff.get("errors"), diff["errors"]
     for name in (
         "outputs/live/history/b.tsv",
@@ -102,9 +102,9 @@ def test_a_clone_with_the_cache_pulled_is_up_to_date_and_shows_every_metric_and_
         "outputs/report/plots/schedules.csv",
     ):
         (plot,) = diff["data"][name]
-        assert plot["revisions"] == [head, "finals-only"]
+        assert plot["revisions"] == [head, "one-worker"]
     values = diff["data"]["outputs/live/history/b.tsv"][0]["content"]["data"]["values"]
     series = {(row["rev"], row["head"]) for row in values}
-    assert series == {(rev, str(h)) for rev in (head, "finals-only") for h in range(6)}  # 6 heads x 2 revs
-    changed = json.loads(sh(clone, "dvc", "metrics", "diff", head, "finals-only", "--json"))
-    assert set(changed) == {"outputs/report/metrics.json"}  # inflation bound moved; train, tune did not
+    assert series == {(rev, str(h)) for rev in (head, "one-worker") for h in range(6)}  # 6 heads x 2 revs
+    changed = json.loads(sh(clone, "dvc", "metrics", "diff", head, "one-worker", "--json"))
+    assert set(changed) == {"outputs/report/metrics.json"}  # the FIFO W=2 numbers went; train, tune did not
