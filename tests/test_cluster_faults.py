@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.fixtures.ray_cluster import assert_loopback_only
-from tests.test_train_ray import check_outputs, history, write_project
+from tests.test_train_ray import history, write_project
 
 TRAIN = [sys.executable, "-m", "pipelines.train"]
 
@@ -130,35 +130,3 @@ def test_ray_start_head_of_the_tests_listens_on_loopback_only(ray_head):
             return None
 
     assert_loopback_only([p.pid for p in psutil.process_iter() if session(p) == ray_head.pid])
-
-
-@pytest.mark.heavy
-def test_sigkilled_driver_takes_its_cluster_along_and_a_rerun_ignores_unregistered_checkpoints(
-    digits_shards: Path, tmp_path: Path
-):
-    project = write_project(
-        tmp_path / "project", digits_shards, eann={"members": 1, "n0": 1}, opt={"members": []}, epochs=4
-    )
-    log = tmp_path / "driver.log"
-    with log.open("w") as sink:
-        driver = subprocess.Popen(TRAIN, cwd=project, env=stage_env(), stdout=sink, stderr=sink)
-    wait_for_epochs(project, "m0", driver, 1)
-    cluster = psutil.Process(driver.pid).children(recursive=True)
-    driver.kill()  # the driver alone, as the OOM killer would: its cluster must not train on
-    driver.wait()
-    _, still = psutil.wait_procs(cluster, timeout=180)  # its agents poll for their raylet: slow under load
-    assert not alive(still), f"orphans of the killed driver: {alive(still)}"
-    before = history(project, "m0")
-    # What an orphaned worker could have left: a checkpoint Ray Train's checkpoint manager never registered
-    # (unloadable, and dated after every real one). Resuming must not even look at it.
-    [run_dir] = (project / "ray_results").glob("m0-*")
-    stray = run_dir / "checkpoint_2099-01-01_00-00-00.000000"
-    (stray / "final").mkdir(parents=True)
-    (stray / "checkpoint.pt").write_bytes(b"written by an orphan")
-
-    rerun = subprocess.run(TRAIN, cwd=project, env=stage_env(), capture_output=True, text=True, timeout=400)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    after = history(project, "m0")
-    assert [epoch for epoch, _ in after] == [0, 1, 2, 3]
-    assert after[: len(before)] == before
-    check_outputs(project / "outputs/members/m0", num_heads=3, epochs=4)
