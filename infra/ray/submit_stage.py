@@ -111,7 +111,13 @@ def submit(address: str, command: list[str], args: argparse.Namespace) -> int:
         job_id = submit_job_when_ready(
             client,
             entrypoint=shlex.join([*inner, "--", *command]),
-            runtime_env={"working_dir": ".", "env_vars": env},
+            # The job's outputs come back through staging: the local ones (Git-tracked small files included)
+            # must not travel up with the code, or they would come back mixed with the job's.
+            runtime_env={
+                "working_dir": ".",
+                "excludes": [f"/{out.strip('/')}/" for out in args.out],
+                "env_vars": env,
+            },
         )
         print(f"submitted Ray job {job_id} to {address}", flush=True)
         asyncio.run(_stream_logs(client, job_id))
