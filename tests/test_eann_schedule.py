@@ -43,3 +43,9 @@ def test_geometric_costs_from_one_member_up():
 def test_bad_geometric_settings_raise_a_clear_error(base, members, match):
     with pytest.raises(ValueError, match=match):
         geometric_costs(base, members)
+
+
+@pytest.mark.parametrize("workers", [0, 1.5, True])
+def test_bad_worker_counts_raise_a_clear_error(workers):
+    with pytest.raises(ValueError, match=rf"^workers={workers!r} is invalid: must be an integer >= 1$"):
+        fifo_schedule([1, 2], workers)
