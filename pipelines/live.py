@@ -11,9 +11,10 @@ logging works the same on a laptop and on a multi-node cluster. The files are sm
 
 The history is keyed by the run's fingerprint (config + data + code,
 :class:`pipelines.training.run_plan.PlannedRun`): a resumed run continues its rows, an epoch reported again
-(a retry from the last checkpoint) replaces its rows, and a new fingerprint starts afresh. So a run's file
-always holds exactly the rows of one uninterrupted run of its current configuration, whatever was killed
-and resumed before.
+(a retry from the last checkpoint) replaces its rows, and a new fingerprint starts afresh. Each report also
+carries the earlier epochs its checkpoint holds (``history``), which replace the logged ones: an epoch whose
+report a killed driver never logged comes back on resume. So a run's file always holds exactly the rows of
+one uninterrupted run of its current configuration, whatever was killed and resumed before.
 """
 
 from __future__ import annotations
@@ -69,24 +70,18 @@ class StageLive:
         self._write_summary()
 
     def log_epoch(self, run: str, fingerprint: str, metrics: Mapping[str, Any]) -> None:
-        """Record one epoch: replaces rows of this epoch and later, and every row of another fingerprint."""
+        """Record one epoch and the earlier ones of its ``history``: they replace the logged rows of those
+        epochs, rows of this epoch and later, and every row of another fingerprint."""
         key, epoch = fingerprint[:FINGERPRINT_CHARS], int(metrics["epoch"])
+        records = [*metrics.get("history", []), metrics]
+        reported = {int(record["epoch"]) for record in records}
         previous = self.history(run)
-        kept = previous[(previous["fingerprint"] == key) & (previous["epoch"] < epoch)]
-        errors, losses = metrics["val_top1"], metrics["head_losses"]
-        rows = pd.DataFrame(
-            {
-                "fingerprint": key,
-                "epoch": epoch,
-                "head": range(len(errors)),
-                "val_error": [float(e) for e in errors],
-                "train_loss": [float(loss) for loss in losses],
-                "timestamp": int(time.time() * 1000),
-            },
-            columns=list(COLUMNS),
-        )
+        kept = previous[
+            (previous["fingerprint"] == key) & (previous["epoch"] < epoch) & ~previous["epoch"].isin(reported)
+        ]
+        frames = [frame for frame in (kept, *(_epoch_rows(key, r) for r in records)) if not frame.empty]
         with atomic_path(self.history_dir / f"{run}.tsv") as tmp:
-            frame = pd.concat([kept, rows], ignore_index=True) if not kept.empty else rows
+            frame = pd.concat(frames, ignore_index=True).sort_values(["epoch", "head"], kind="stable")
             frame.to_csv(tmp, sep="\t", index=False)
         self.summary[run] = {
             "val_error": float(metrics["val_top1_final"]),
@@ -101,3 +96,19 @@ class StageLive:
 
     def _write_summary(self) -> None:
         write_json(self.metrics_path, self.summary)
+
+
+def _epoch_rows(fingerprint: str, record: Mapping[str, Any]) -> pd.DataFrame:
+    """One epoch's rows, one per head; stamped when the worker finished it (else now)."""
+    errors, losses = record["val_top1"], record["head_losses"]
+    return pd.DataFrame(
+        {
+            "fingerprint": fingerprint,
+            "epoch": int(record["epoch"]),
+            "head": range(len(errors)),
+            "val_error": [float(e) for e in errors],
+            "train_loss": [float(loss) for loss in losses],
+            "timestamp": int(record.get("time_ms", time.time() * 1000)),
+        },
+        columns=list(COLUMNS),
+    )

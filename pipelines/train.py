@@ -154,11 +154,15 @@ class ConcurrentTraining:
     def finish(self, run: PlannedRun, fitted: Future) -> bool:
         """Write an ended run's outputs and free its checkpoints; False (and why, on stderr) if it failed."""
         try:
-            with fitted.result().checkpoint.as_directory() as directory:
+            result = fitted.result()
+            with result.checkpoint.as_directory() as directory:
                 metrics = write_outputs(run, Path(directory))
         except Exception as exc:  # one failed run must not lose the others' work
             print(f"run {run.name} failed: {exc}", file=sys.stderr)
             return False
+        # The last epoch's report (with the earlier ones), which a driver killed after that epoch's
+        # checkpoint never logged: the re-run trains nothing more and reports nothing.
+        self.live.log_epoch(run.name, run.fingerprint, result.metrics)
         self.live.log_final(run.name, final_summary(run, metrics))
         self.bars[run.name].close()
         delete_run_storage(self.storage, run)

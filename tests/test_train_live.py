@@ -19,17 +19,26 @@ HEADS = 3
 EPOCHS = 4
 
 
-def report(fingerprint: str, epoch: int) -> dict:
-    """What the worker reports; the errors depend on the configuration and epoch only, like a seeded run."""
+def record(fingerprint: str, epoch: int) -> dict:
+    """One epoch as the worker checkpoints it; depends on configuration and epoch only, like a seeded run."""
     seed = int(fingerprint, 16) % 97
     errors = [round(0.9 - 0.01 * seed - 0.1 * epoch - 0.05 * head, 6) for head in range(HEADS)]
     return {
         "epoch": epoch,
         "val_top1": errors,
         "head_losses": [2.0 - 0.1 * epoch] * HEADS,
-        "val_top1_final": errors[-1],
-        "val_auc": sum(errors) / HEADS,
+        "time_ms": 1_000_000 + 1_000 * epoch + seed,
+    }
+
+
+def report(fingerprint: str, epoch: int) -> dict:
+    """What the worker reports: the epoch's record, summary numbers, and the checkpointed earlier records."""
+    current = record(fingerprint, epoch)
+    return current | {
+        "val_top1_final": current["val_top1"][-1],
+        "val_auc": sum(current["val_top1"]) / HEADS,
         "loss": 1.0,
+        "history": [record(fingerprint, earlier) for earlier in range(epoch)],
     }
 
 
@@ -64,7 +73,7 @@ def test_runs_killed_under_other_configurations_leave_no_rows(tmp_path: Path):
 
     live = StageLive(tmp_path / "live")  # seed=4: a new fingerprint starts afresh, whatever it reports first
     live.log_epoch("m0", FP[4], report(FP[4], 1))
-    assert set(live.history("m0")["fingerprint"]) == {FP[4][:12]} and live.epochs_logged("m0") == [1]
+    assert set(live.history("m0")["fingerprint"]) == {FP[4][:12]} and live.epochs_logged("m0") == [0, 1]
     for epoch in range(4):
         live.log_epoch("m0", FP[4], report(FP[4], epoch))
     assert live.epochs_logged("m0") == [0, 1, 2, 3]
@@ -72,30 +81,47 @@ def test_runs_killed_under_other_configurations_leave_no_rows(tmp_path: Path):
     assert live.history("m0")["head"].tolist() == [0, 1, 2] * 4
 
 
+def test_an_epoch_the_killed_driver_never_logged_comes_back_from_the_checkpoint(tmp_path: Path):
+    # The driver logged epoch 0 and was killed after the worker checkpointed epoch 1, before logging its
+    # report; the re-run resumes at epoch 2, whose report carries the checkpoint's records of epochs 0-1.
+    live = StageLive(tmp_path / "live")
+    live.log_epoch("m0", FP[1], report(FP[1], 0))
+    live = StageLive(tmp_path / "live")
+    live.log_epoch("m0", FP[1], report(FP[1], 2))
+    assert live.epochs_logged("m0") == [0, 1, 2]
+    assert rows(live, "m0") == uninterrupted(tmp_path / "ref", "m0", FP[1], 3)
+    stamps = live.history("m0").groupby("epoch")["timestamp"].first().tolist()
+    assert stamps == [record(FP[1], epoch)["time_ms"] for epoch in range(3)]  # when the worker finished each
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     sessions=st.lists(
-        st.tuples(st.sampled_from(sorted(FP)), st.integers(0, 3), st.integers(0, 4)), min_size=1, max_size=4
+        st.tuples(st.sampled_from(sorted(FP)), st.integers(0, 3), st.integers(0, 4), st.booleans()),
+        min_size=1,
+        max_size=4,
     )
 )
 def test_any_kill_and_resume_sequence_ends_with_the_uninterrupted_rows(sessions):
     """Each session trains one configuration from a checkpoint at or before its last logged epoch (a
-    retry re-reports epochs) and is killed after some reports; the last session runs to the end."""
+    retry re-reports epochs) and is killed after some reports, perhaps after the last epoch's checkpoint
+    but before the driver logged its report (``lost``); the last session runs to the end."""
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "live"
         logged: dict[str, int] = {}  # fingerprint -> next epoch its checkpoints would resume at
-        for seed, rewind, reports in sessions:
+        for seed, rewind, reports, lost in sessions:
             fingerprint = FP[seed]
             live = StageLive(directory)
             start = max(0, logged.get(fingerprint, 0) - rewind)
             end = min(start + reports, EPOCHS)
-            for epoch in range(start, end):
+            for epoch in range(start, end - 1 if lost else end):
                 live.log_epoch("m0", fingerprint, report(fingerprint, epoch))
             logged = {fingerprint: end}  # another configuration's checkpoints are not resumed
         final = sessions[-1][0]
         live = StageLive(directory)
         for epoch in range(logged[FP[final]], EPOCHS):
             live.log_epoch("m0", FP[final], report(FP[final], epoch))
+        live.log_epoch("m0", FP[final], report(FP[final], EPOCHS - 1))  # the stage logs the run's result
         assert live.epochs_logged("m0") == list(range(EPOCHS))
         assert rows(live, "m0") == uninterrupted(Path(tmp) / "ref", "m0", FP[final], EPOCHS)
 

@@ -6,6 +6,10 @@ format all come from ``anytime``. Every epoch ends with a checkpoint, so a retri
 (``FailureConfig(max_failures)``) or a re-run with the same ``RunConfig(name, storage_path)`` resumes after
 the last finished epoch instead of starting over.
 
+The checkpoint also carries the run's per-epoch record (:data:`EPOCH_RECORD` of every epoch so far), and each
+report repeats it as ``history``: a driver killed between an epoch's checkpoint and its log line, then re-run,
+still logs that epoch, and its log always matches the checkpoints the run resumed from.
+
 Fault injection (for tests and fire drills): with ``ANYTIME_FAULT_EPOCH=e`` and ``ANYTIME_FAULT_MARKER=path``
 in the workers' environment, the first worker to reach epoch ``e`` (of the run named
 ``ANYTIME_FAULT_RUN``, if set) creates ``path`` and raises; the marker makes it fire once only.
@@ -16,7 +20,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ from anytime.weighting import WeightingStrategy, create_strategy
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, summary.json
+EPOCH_RECORD = ("epoch", "val_top1", "head_losses", "time_ms")  # per epoch, in checkpoints and reports
 FAULT_EPOCH_ENV, FAULT_MARKER_ENV, FAULT_RUN_ENV = (
     "ANYTIME_FAULT_EPOCH",
     "ANYTIME_FAULT_MARKER",
@@ -121,6 +127,7 @@ class WorkerState:
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler
     scaler: torch.amp.GradScaler
+    history: list[dict[str, Any]] = field(default_factory=list)  # EPOCH_RECORD of each finished epoch
 
     @classmethod
     def build(cls, config: dict[str, Any], device: torch.device) -> WorkerState:
@@ -149,10 +156,11 @@ class WorkerState:
             return 0
         with restored.as_directory() as directory:
             state = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+        self.history = list(state["extra"].get("history", []))
         return restore_checkpoint(state, **self.parts())
 
     def save(self, path: Path, epoch: int) -> None:
-        save_checkpoint(path, **self.parts(), epoch=epoch)
+        save_checkpoint(path, **self.parts(), epoch=epoch, extra={"history": self.history})
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -208,6 +216,8 @@ def _report_validated(
     net = state.model.module if hasattr(state.model, "module") else state.model
     val = evaluate(net, val_data, device=ray.train.torch.get_device(), amp=config["amp"])
     metrics |= _val_metrics(*val, state.flops)
+    metrics |= {"time_ms": int(time.time() * 1000), "history": state.history}
+    state.history = [*state.history, {key: metrics[key] for key in EPOCH_RECORD}]
     # Ray deletes this directory once persisted to storage (local mode keeps it: nothing to upload).
     directory = Path(tempfile.mkdtemp(prefix=f"anytime-{config['member']}-"))
     state.save(directory / CHECKPOINT_FILE, epoch)

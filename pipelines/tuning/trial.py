@@ -61,7 +61,7 @@ class ObjectiveReporter(TuneReportCallback):
         self.objective = objective
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        first = dict(metrics[0])
+        first = {key: value for key, value in metrics[0].items() if key != "history"}  # Tune keeps each row
         first["objective"] = self.objective.value(first)
         super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
