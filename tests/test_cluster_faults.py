@@ -98,26 +98,41 @@ def test_unreachable_address_is_one_line_within_30s(digits_shards: Path, tmp_pat
 
 @pytest.mark.heavy
 @pytest.mark.parametrize(
-    ("scaling", "asked"),
+    ("scaling", "cluster", "asked"),
     [
-        ({"use_gpu": True}, "1 worker(s) of CPU=0.25, GPU=1"),
-        ({"cpus_per_worker": 64}, "1 worker(s) of CPU=64:"),
+        ({"use_gpu": True}, "private", "1 worker(s) of CPU=0.25, GPU=1"),  # the README's CIFAR example, here
+        ({"cpus_per_worker": 64}, "named", "1 worker(s) of CPU=64:"),
         # what an autoscaling cluster sets: ask for the nodes, wait, then give up with the same line
-        ({"cpus_per_worker": 64, "wait_for_resources_s": 3}, "1 worker(s) of CPU=64 after waiting 3s:"),
+        (
+            {"cpus_per_worker": 64, "wait_for_resources_s": 3},
+            "named",
+            "1 worker(s) of CPU=64 after waiting 3s:",
+        ),
     ],
 )
 def test_request_no_node_can_grant_is_one_line_within_30s(
-    digits_shards: Path, tmp_path: Path, scaling: dict, asked: str
+    digits_shards: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    scaling: dict,
+    cluster: str,
+    asked: str,
 ):
+    """Against the stage's own private cluster and against a named one (``RAY_ADDRESS``: the tests' head)."""
     project = write_project(
         tmp_path / "project", digits_shards, eann={"members": 1}, opt={"members": []}, scaling=scaling
     )
+    if cluster == "private":
+        env, cpus = stage_env(), os.cpu_count()
+    else:
+        head = request.getfixturevalue("ray_head")
+        env, cpus = head.env, head.num_cpus
     started = time.monotonic()
-    result = subprocess.run(TRAIN, cwd=project, env=stage_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(TRAIN, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert time.monotonic() - started < 30, result.stderr[-2000:]
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = error_lines(result.stderr)
-    assert f"the cluster cannot run {asked}" in line and f"CPU={os.cpu_count()}" in line
+    assert f"the cluster cannot run {asked}" in line and f"CPU={cpus}" in line
     assert not (project / "ray_results").exists()  # no run started
 
 

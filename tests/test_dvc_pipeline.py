@@ -1,8 +1,11 @@
-"""Every metric and plot survives a commit: small results are tracked by Git, large outputs by the DVC cache.
+"""The pipeline under real ``dvc``, in a fresh git copy of the project on a private local Ray.
 
-A tiny whole pipeline in a fresh git copy of the project, committed and pushed to a local DVC remote; then a
-clone with the cache pulled is up to date (nothing would re-run), ``dvc exp show`` reads the train, tune and
-report metrics at every revision, and an experiment's plots diff against the commit it started from.
+``dvc repro`` trains every run, then does nothing, then re-trains only the member whose params changed (the
+other keeps its outputs and its logged history, timestamps included). Every metric and plot survives a
+commit: small results are tracked by Git, large outputs by the DVC cache. After a push, a clone with the
+cache pulled is up to date (nothing would re-run), ``dvc exp show`` reads the train, tune and report metrics
+at every revision, and an experiment's plots diff against the commit it started from. One project serves
+all of it: each stage run costs a Ray start-up.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_dvc_repro import copy_project, sh, tiny_params
+from tests.fixtures.dvc_project import commit, copy_project, history, sh, tiny_params
 
 GIT_TRACKED = (  # small metrics and plot data: what `dvc exp show` / `dvc plots diff` read at a revision
     "outputs/live/metrics.json",
@@ -30,16 +33,10 @@ GIT_TRACKED = (  # small metrics and plot data: what `dvc exp show` / `dvc plots
 METRICS = ("outputs/live/metrics.json", "outputs/tune/best.json", "outputs/report/metrics.json")
 
 
-def commit(project: Path, message: str) -> None:
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
-
-
-def tiny_pipeline(project: Path) -> None:
-    """Two one-epoch members and a one-trial, one-epoch search."""
-    tiny_params(project, [{"name": "a", "n": 1}, {"name": "b", "n": 2}])
+def tiny_pipeline(project: Path, b_epochs: int = 1) -> None:
+    """Two members (one epoch unless ``b_epochs``) and a one-trial, one-epoch search."""
+    tiny_params(project, [{"name": "a", "n": 1}, {"name": "b", "n": 2, "epochs": b_epochs}], epochs=1)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["epochs"] = 1
     params["tune"] |= {"member": "a", "epochs": 1, "num_samples": 1}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -58,15 +55,42 @@ def metrics_by_revision(project: Path) -> dict[str, dict]:
     return found
 
 
+def repro_trains_all_then_nothing_then_only_the_edited_member(project: Path) -> None:
+    first = sh(project, "dvc", "repro", "train")
+    for stage in ("fetch", "shard", "train"):
+        assert f"Running stage '{stage}'" in first
+    assert "2 runs planned, 0 up to date, 2 to train" in first
+    for name, heads in (("a", 3), ("b", 6)):
+        metrics = json.loads((project / "outputs/members" / name / "metrics.json").read_text())
+        assert len(metrics["test_top1"]) == heads and metrics["epochs"] == 1
+    a_before, b_before = history(project, "a"), history(project, "b")
+    assert [row["epoch"] for row in a_before] == [0]
+
+    second = sh(project, "dvc", "repro", "train")
+    assert "Running stage" not in second and "didn't change, skipping" in second
+
+    tiny_pipeline(project, b_epochs=2)
+    third = sh(project, "dvc", "repro", "train")
+    assert "Running stage 'train'" in third and "Running stage 'shard'" not in third
+    assert "2 runs planned, 1 up to date, 1 to train" in third
+    assert history(project, "a") == a_before  # neither re-trained nor re-logged
+    b_after = history(project, "b")
+    assert [row["epoch"] for row in b_after] == [0, 1]
+    assert min(int(row["timestamp"]) for row in b_after) > max(int(row["timestamp"]) for row in b_before)
+    assert json.loads((project / "outputs/members/b/metrics.json").read_text())["epochs"] == 2
+    assert "Data and pipelines are up to date" in sh(project, "dvc", "status", "train")
+
+
 @pytest.mark.heavy
-def test_a_clone_with_the_cache_pulled_is_up_to_date_and_shows_every_metric_and_plot(tmp_path: Path):
+def test_repro_reruns_only_what_changed_and_a_clone_shows_every_metric_and_plot(tmp_path: Path):
     project = tmp_path / "project"
     copy_project(project)
     tiny_pipeline(project)
     sh(project, "git", "init", "-q")
     sh(project, "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     commit(project, "copy")
-    for stage in ("train", "tune", "report"):  # one stage a command: each within sh's time limit
+    repro_trains_all_then_nothing_then_only_the_edited_member(project)
+    for stage in ("tune", "report"):  # one stage a command: each within sh's time limit
         sh(project, "dvc", "repro", stage)
     sh(project, "dvc", "push")
     commit(project, "tiny run")
