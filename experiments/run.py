@@ -98,8 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def wait(names: set[str], log: RunLog) -> list[str]:
-    """Poll the queue until none of ``names`` is queued or running; return the failed ones."""
+def wait(names: set[str], log: RunLog, jobs: int) -> list[str]:
+    """Poll the queue until none of ``names`` is queued or running; return the failed ones.
+
+    DVC's queue workers may exit between two tasks with some still queued (seen with one worker): then
+    start them again rather than wait forever."""
     with tqdm(total=len(names), unit="exp", desc="experiments") as bar:
         while True:
             states = {name: state for name, state in queue_states().items() if name in names}
@@ -109,6 +112,8 @@ def wait(names: set[str], log: RunLog) -> list[str]:
             bar.refresh()
             if not left:
                 return [name for name, state in states.items() if state == "Failed"]
+            if "Running" not in states.values() and not workers_active():
+                dvc("queue", "start", "--jobs", str(jobs))
             time.sleep(POLL_S)
 
 
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     if not workers_active():
         dvc("queue", "start", "--jobs", str(args.jobs))
-    failed = wait({e.name for e in todo}, RunLog(args.size))
+    failed = wait({e.name for e in todo}, RunLog(args.size), args.jobs)
     print(f"experiments: ran {len(todo)} in {(time.monotonic() - started) / 60:.1f} min")
     if failed:
         print(
