@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from anytime.eann import fifo_schedule, geometric_costs, inflation, inflation_limits
+from anytime.eann import Inflation, fifo_schedule, geometric_costs, inflation, inflation_limits
 from anytime.eann.schedule import compute_spent
 
 BASES = (1.5, 2.0, 3.0, 4.0)
@@ -82,6 +82,12 @@ def test_fifo_schedule_is_round_robin_for_geometric_costs():
     assert [r.start for r in runs] == [0, 0, 0, 1, 2, 4, 9]  # member 6 waits for member 3 (1 + 8)
     assert compute_spent(runs, 2.0) == pytest.approx(1 + 2 + 2 + 1)
     assert compute_spent(runs, 1e9) == pytest.approx(sum(geometric_costs(2, 7)))
+
+
+def test_one_finish_time_has_nothing_to_inflate():
+    """A single member, or members of one cost side by side, all end at once: B / D(B) = 1 there."""
+    assert inflation([2]) == Inflation(1.0, 1.0)
+    assert inflation([2, 2], workers=2, near_optimal_from=0.5) == Inflation(1.0, 1.0)
 
 
 def test_bad_inputs_are_rejected_with_the_value():
