@@ -59,11 +59,30 @@ def test_rows_are_the_columns_side_by_side():
         "head": 1,
         "compute": 4,
     }
-    with pytest.raises(ValueError, match="one length"):
+
+
+def test_a_curve_of_columns_of_different_lengths_is_refused():
+    message = "curve 'x': columns budget, test_error, val_error, member, head, compute must have one length"
+    with pytest.raises(ValueError) as info:
         EannCurve("x", 1, budget=[1, 2], val_error=[0.1], test_error=[0.1], member=[0], head=[0], compute=[1])
+    assert str(info.value) == message
+    curve = eann_curve([A, B, C], workers=2)
     curve.budget.append(12)  # a column grown after the fact: refused, not cut to the shortest
     with pytest.raises(ValueError, match="zip"):
         curve.rows()
+    with pytest.raises(ValueError, match="zip"):
+        curve.budget_to_reach(0.05)
+
+
+def test_budgets_may_repeat_but_not_go_back():
+    columns = {"val_error": [0.2, 0.1], "test_error": [0.2, 0.1], "member": [0, 1], "head": [0, 0]}
+    assert EannCurve("x", 1, budget=[2, 2], compute=[2, 2], **columns).budget == [2, 2]
+    with pytest.raises(ValueError) as info:
+        EannCurve("x", 1, budget=[2, 1], compute=[2, 2], **columns)
+    assert str(info.value) == "curve 'x': budgets must be non-decreasing"
+    # Two OPT networks of one cost answer from the same budget.
+    opt = opt_curve([MemberCurve("o1", [1, 3], [0.5, 0.3], [0.5, 0.3]), MemberCurve("o2", [3], [0.2], [0.2])])
+    assert opt.budget == [3, 3] and opt.test_error == [0.3, 0.2]
 
 
 def test_validation_ties_go_to_the_deeper_output():

@@ -57,6 +57,9 @@ def test_finite_schedules_converge_to_closed_form_limits(base, workers, fraction
 
 
 def test_spec_limits_at_base_two():
+    assert inflation_limits(2) == Inflation(
+        pytest.approx(4.0), pytest.approx(3.0)
+    )  # defaults: W = 1, phi = 1
     assert inflation_limits(2, 1, 0.5).worst == pytest.approx(3.0)  # 1 + b/(b-1)
     assert inflation_limits(2, 1, 1.0).worst == pytest.approx(4.0)  # b^2/(b-1)
     assert inflation_limits(2, 1, 1.0).average == pytest.approx(3.0)  # b(b+1)/(2(b-1))

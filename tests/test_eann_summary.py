@@ -81,6 +81,18 @@ def test_auc_counts_the_time_before_the_first_answer_as_error_one():
     assert curve_auc(curve, 10) == pytest.approx((1 + 0.45 + 0.35 * 6 + 0.15 * 2) / 10)
 
 
+def test_auc_of_a_curve_that_answers_only_at_the_horizon_is_one():
+    curve = eann_curve([A, B], sequential=True)  # first answer at 1
+    assert curve_auc(curve, 1) == 1.0
+
+
+def test_a_ragged_opt_curve_is_refused():
+    opt = opt_curve(OPTS)
+    opt.budget.append(20)  # a column grown after the fact: refused, not matched against the shorter one
+    with pytest.raises(ValueError, match="zip"):
+        schedule_summary(eann_curve([A, B]), horizon=8, deepest=6, milestones=(1.0,), opt=opt)
+
+
 def test_summary_milestones_relative_to_opt_and_budget_to_match():
     curve = eann_curve([A, B], sequential=True)
     summary = schedule_summary(curve, horizon=8, deepest=6, milestones=(0.25, 0.5, 1.0), opt=opt_curve(OPTS))
