@@ -161,6 +161,9 @@ def test_inconsistent_members_are_rejected():
         MemberCurve("x", [1, 2], [0.1], [0.1, 0.2])
     with pytest.raises(ValueError, match="non-decreasing"):
         MemberCurve("x", [2, 1], [0.1, 0.1], [0.1, 0.2])
+    with pytest.raises(ValueError, match=r"flops=\[0, 1\] must be positive"):
+        MemberCurve("x", [0, 1], [0.1, 0.1], [0.1, 0.2])
+    assert MemberCurve("x", [1, 1], [0.1, 0.1], [0.1, 0.2]).cost == 1  # two heads at one cost are allowed
     with pytest.raises(ValueError, match="last head trained"):
         MemberCurve("x", [1, 2], [0.1, 0.1], [0.1, 0.2], untrained_heads=2)
     with pytest.raises(ValueError, match="sequential"):

@@ -93,6 +93,15 @@ def test_one_finish_time_has_nothing_to_inflate():
     assert inflation([2, 2], workers=2, near_optimal_from=0.5) == Inflation(1.0, 1.0)
 
 
+def test_a_matched_running_member_no_deeper_than_the_finished_one_does_not_count():
+    """Costs 2, 2, 2 on two workers, near-optimal from half depth: m0, m1 on [0, 2), m2 on [2, 4).
+
+    m2 is matched from 3 on, but at B - 2 < 2 it is never deeper than the finished members: D = 2 on
+    [2, 4], so worst 4 / 2 = 2 and average (4^2 - 2^2) / (2 * 2) / 2 = 1.5.
+    """
+    assert inflation([2, 2, 2], workers=2, near_optimal_from=0.5) == Inflation(2.0, 1.5)
+
+
 def test_bad_inputs_are_rejected_with_the_value():
     with pytest.raises(ValueError, match="workers=0"):
         fifo_schedule([1, 2], workers=0)
