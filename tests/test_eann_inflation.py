@@ -107,7 +107,10 @@ def test_bad_inputs_are_rejected_with_the_value():
         fifo_schedule([1, 2], workers=0)
     with pytest.raises(ValueError, match="ordered by depth"):
         fifo_schedule([2, 1])
-    with pytest.raises(ValueError, match="near_optimal_from=0"):
-        inflation([1, 2], near_optimal_from=0)
+    for fraction in (0, 1.5):
+        with pytest.raises(
+            ValueError, match=rf"^near_optimal_from={fraction} is invalid: must be in \(0, 1\]"
+        ):
+            inflation([1, 2], near_optimal_from=fraction)
     with pytest.raises(ValueError, match="base=1"):
         inflation_limits(1)
