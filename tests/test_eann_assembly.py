@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from anytime.eann import EannCurve, MemberCurve, eann_curve, load_member, opt_curve, opt_plus_curve
+from anytime.eann import EannCurve, MemberCurve, assemble, eann_curve, load_member, opt_curve, opt_plus_curve
 
 A = MemberCurve("a", [1, 2], [0.5, 0.4], [0.52, 0.41])
 B = MemberCurve("b", [1, 2, 3, 4], [0.6, 0.35, 0.3, 0.2], [0.6, 0.30, 0.33, 0.21])
@@ -59,8 +59,30 @@ def test_rows_are_the_columns_side_by_side():
         "head": 1,
         "compute": 4,
     }
-    with pytest.raises(ValueError, match="one length"):
+
+
+def test_a_curve_of_columns_of_different_lengths_is_refused():
+    message = "curve 'x': columns budget, test_error, val_error, member, head, compute must have one length"
+    with pytest.raises(ValueError) as info:
         EannCurve("x", 1, budget=[1, 2], val_error=[0.1], test_error=[0.1], member=[0], head=[0], compute=[1])
+    assert str(info.value) == message
+    curve = eann_curve([A, B, C], workers=2)
+    curve.budget.append(12)  # a column grown after the fact: refused, not cut to the shortest
+    with pytest.raises(ValueError, match="zip"):
+        curve.rows()
+    with pytest.raises(ValueError, match="zip"):
+        curve.budget_to_reach(0.05)
+
+
+def test_budgets_may_repeat_but_not_go_back():
+    columns = {"val_error": [0.2, 0.1], "test_error": [0.2, 0.1], "member": [0, 1], "head": [0, 0]}
+    assert EannCurve("x", 1, budget=[2, 2], compute=[2, 2], **columns).budget == [2, 2]
+    with pytest.raises(ValueError) as info:
+        EannCurve("x", 1, budget=[2, 1], compute=[2, 2], **columns)
+    assert str(info.value) == "curve 'x': budgets must be non-decreasing"
+    # Two OPT networks of one cost answer from the same budget.
+    opt = opt_curve([MemberCurve("o1", [1, 3], [0.5, 0.3], [0.5, 0.3]), MemberCurve("o2", [3], [0.2], [0.2])])
+    assert opt.budget == [3, 3] and opt.test_error == [0.3, 0.2]
 
 
 def test_validation_ties_go_to_the_deeper_output():
@@ -80,6 +102,11 @@ def test_sequential_rule_keeps_only_the_latest_finished_member():
     all_finished = eann_curve([A, worse_b], workers=1)
     assert spec_rule.test_error[-1] == 0.44  # latest finished member's final head
     assert all_finished.test_error[-1] == 0.41  # FIFO: every finished final head is a candidate
+    curves = assemble([A, worse_b], test_size=10).curves
+    assert (
+        curves["sequential"].test_error == spec_rule.test_error and curves["sequential"].label == "sequential"
+    )
+    assert curves["fifo-W1"].test_error == all_finished.test_error
 
 
 def test_more_workers_never_answer_later_on_geometric_members():
@@ -94,6 +121,10 @@ def test_opt_and_opt_plus():
     assert opt.budget == [1, 3] and opt.test_error == [0.5, 0.31]
     plus = opt_plus_curve(opts)
     assert plus.budget == [1, 4] and plus.test_error == [0.5, 0.31]  # run one after the other
+
+
+def test_a_member_seen_as_a_plain_network_keeps_only_its_final_output():
+    assert B.final_only() == MemberCurve("b", [4], [0.2], [0.21])
 
 
 def test_load_member_reads_the_train_stage_contract(tmp_path):
@@ -130,6 +161,9 @@ def test_inconsistent_members_are_rejected():
         MemberCurve("x", [1, 2], [0.1], [0.1, 0.2])
     with pytest.raises(ValueError, match="non-decreasing"):
         MemberCurve("x", [2, 1], [0.1, 0.1], [0.1, 0.2])
+    with pytest.raises(ValueError, match=r"flops=\[0, 1\] must be positive"):
+        MemberCurve("x", [0, 1], [0.1, 0.1], [0.1, 0.2])
+    assert MemberCurve("x", [1, 1], [0.1, 0.1], [0.1, 0.2]).cost == 1  # two heads at one cost are allowed
     with pytest.raises(ValueError, match="last head trained"):
         MemberCurve("x", [1, 2], [0.1, 0.1], [0.1, 0.2], untrained_heads=2)
     with pytest.raises(ValueError, match="sequential"):

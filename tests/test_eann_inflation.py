@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from anytime.eann import fifo_schedule, geometric_costs, inflation, inflation_limits
+from anytime.eann import Inflation, fifo_schedule, geometric_costs, inflation, inflation_limits
 from anytime.eann.schedule import compute_spent
 
 BASES = (1.5, 2.0, 3.0, 4.0)
@@ -57,6 +57,9 @@ def test_finite_schedules_converge_to_closed_form_limits(base, workers, fraction
 
 
 def test_spec_limits_at_base_two():
+    assert inflation_limits(2) == Inflation(
+        pytest.approx(4.0), pytest.approx(3.0)
+    )  # defaults: W = 1, phi = 1
     assert inflation_limits(2, 1, 0.5).worst == pytest.approx(3.0)  # 1 + b/(b-1)
     assert inflation_limits(2, 1, 1.0).worst == pytest.approx(4.0)  # b^2/(b-1)
     assert inflation_limits(2, 1, 1.0).average == pytest.approx(3.0)  # b(b+1)/(2(b-1))
@@ -84,12 +87,30 @@ def test_fifo_schedule_is_round_robin_for_geometric_costs():
     assert compute_spent(runs, 1e9) == pytest.approx(sum(geometric_costs(2, 7)))
 
 
+def test_one_finish_time_has_nothing_to_inflate():
+    """A single member, or members of one cost side by side, all end at once: B / D(B) = 1 there."""
+    assert inflation([2]) == Inflation(1.0, 1.0)
+    assert inflation([2, 2], workers=2, near_optimal_from=0.5) == Inflation(1.0, 1.0)
+
+
+def test_a_matched_running_member_no_deeper_than_the_finished_one_does_not_count():
+    """Costs 2, 2, 2 on two workers, near-optimal from half depth: m0, m1 on [0, 2), m2 on [2, 4).
+
+    m2 is matched from 3 on, but at B - 2 < 2 it is never deeper than the finished members: D = 2 on
+    [2, 4], so worst 4 / 2 = 2 and average (4^2 - 2^2) / (2 * 2) / 2 = 1.5.
+    """
+    assert inflation([2, 2, 2], workers=2, near_optimal_from=0.5) == Inflation(2.0, 1.5)
+
+
 def test_bad_inputs_are_rejected_with_the_value():
     with pytest.raises(ValueError, match="workers=0"):
         fifo_schedule([1, 2], workers=0)
     with pytest.raises(ValueError, match="ordered by depth"):
         fifo_schedule([2, 1])
-    with pytest.raises(ValueError, match="near_optimal_from=0"):
-        inflation([1, 2], near_optimal_from=0)
+    for fraction in (0, 1.5):
+        with pytest.raises(
+            ValueError, match=rf"^near_optimal_from={fraction} is invalid: must be in \(0, 1\]"
+        ):
+            inflation([1, 2], near_optimal_from=fraction)
     with pytest.raises(ValueError, match="base=1"):
         inflation_limits(1)

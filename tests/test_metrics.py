@@ -38,6 +38,14 @@ def test_ties_count_as_argmax_would_resolve_them():
     assert errors == {"top1": [0.75], "top2": [0.5]}
 
 
+def test_one_sample_and_one_class_are_valid_shapes():
+    # One sample, three classes: head 0 ranks the true class 2nd, head 1 1st.
+    probs = np.array([[[0.5, 0.3, 0.2]], [[0.2, 0.7, 0.1]]])
+    assert head_errors(probs, np.array([1]), topk=(1, 2)) == {"top1": [1.0, 0.0], "top2": [0.0, 0.0]}
+    # A single class: every head is right by construction.
+    assert head_errors(np.ones((2, 3, 1)), np.zeros(3, dtype=int)) == {"top1": [0.0, 0.0]}
+
+
 def test_default_topk_follows_the_spec_reporting_rule():
     assert reported_topk(10) == (1,)
     assert reported_topk(100) == (1, 5)
@@ -50,18 +58,30 @@ def test_default_topk_follows_the_spec_reporting_rule():
     ("probs", "labels", "topk", "fragment"),
     [
         (np.ones((3, 4)), np.zeros(3, dtype=int), None, "expected [K heads, N samples, C classes]"),
+        (np.ones((2, 0, 4)), np.zeros(0, dtype=int), None, "expected [K heads, N samples, C classes]"),
+        (np.ones((2, 3, 0)), np.zeros(3, dtype=int), None, "expected [K heads, N samples, C classes]"),
         (np.ones((2, 3, 4)), np.zeros(2, dtype=int), None, "expected 3 integers"),
         (np.ones((2, 3, 4)), np.zeros(3), None, "expected 3 integers"),
         (np.ones((2, 3, 4)), np.array([0, 4, 1]), None, "classes are 0..3"),
         (np.ones((2, 3, 4)), np.zeros(3, dtype=int), (5,), "topk value 5 is invalid"),
         (np.ones((2, 3, 4)), np.zeros(3, dtype=int), (0,), "topk value 0 is invalid"),
-        (np.full((2, 3, 4), np.nan), np.zeros(3, dtype=int), None, "NaN"),
+        (np.ones((2, 3, 4)), np.zeros(3, dtype=int), (1.5,), "topk value 1.5 is invalid"),
+        (np.ones((2, 3, 4)), np.zeros(3, dtype=int), (True,), "topk value True is invalid"),
     ],
 )
 def test_head_errors_bad_input(probs, labels, topk, fragment):
     with pytest.raises(ValueError) as info:
         head_errors(probs, labels, topk)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_head_errors_refuse_non_finite_probs(bad):
+    probs = np.ones((2, 3, 4))
+    probs[1, 2, 3] = bad
+    with pytest.raises(ValueError) as info:
+        head_errors(probs, np.zeros(3, dtype=int))
+    assert str(info.value) == "probs are invalid: they contain NaN or infinite values"
 
 
 def test_milestones_pick_the_last_affordable_head():
@@ -76,8 +96,10 @@ def test_relative_increase_in_percent():
     assert relative_increase(0.09, 0.10) == pytest.approx(-10.0)
     assert relative_increase(0.0, 0.0) == 0.0
     assert relative_increase(0.01, 0.0) == math.inf
-    with pytest.raises(ValueError, match=r"err_opt=-0\.1"):
+    with pytest.raises(ValueError, match=r"^err_opt=-0\.1 is invalid"):
         relative_increase(0.1, -0.1)
+    with pytest.raises(ValueError, match=r"^err=-0\.1 is invalid"):
+        relative_increase(-0.1, 0.1)
 
 
 def test_anytime_auc_by_hand():
@@ -90,6 +112,18 @@ def test_anytime_auc_by_hand():
     assert anytime_auc([100, 200, 400], [0.5, 0.3, 0.1]) == anytime_auc([1, 2, 4], [0.5, 0.3, 0.1])
 
 
+def test_anytime_auc_at_the_edges_of_valid_input():
+    # A head that costs nothing answers from x = 0: 0.5 on [0, 1).
+    assert anytime_auc([0, 2], [0.5, 0.1]) == pytest.approx(0.5)
+    # Fractional costs, a final cost of exactly 1: 0.4 before and on [0.5, 1).
+    assert anytime_auc([0.5, 1], [0.4, 0.2]) == pytest.approx(0.4)
+    # Two heads at one cost (the second has no width): 0.5 * 0.5 + 0.4 * 0.5.
+    assert anytime_auc([1, 1, 2], [0.5, 0.4, 0.1]) == pytest.approx(0.45)
+    # Errors and the initial error may be 0: 0 * 0.25 + 0.5 * 0.25 + 0.3 * 0.5.
+    assert anytime_auc([1, 2, 4], [0.5, 0.3, 0.1], initial_error=0.0) == pytest.approx(0.275)
+    assert anytime_auc([1, 2], [0.2, 0.0]) == pytest.approx(0.2)
+
+
 def test_anytime_auc_prefers_the_better_anytime_curve():
     costs = [1, 2, 3, 4]
     assert anytime_auc(costs, [0.4, 0.3, 0.2, 0.1]) < anytime_auc(costs, [0.9, 0.8, 0.7, 0.1])
@@ -100,15 +134,29 @@ def test_anytime_auc_prefers_the_better_anytime_curve():
     [
         ([], [], "one cumulative cost per head"),
         ([2, 1], [0.1, 0.1], "non-decreasing"),
-        ([0, 0], [0.1, 0.1], "final one > 0"),
+        ([0, 0], [0.1, 0.1], "must be finite, >= 0, non-decreasing and the final one > 0"),
+        ([-1, 2], [0.1, 0.1], "must be finite, >= 0"),
+        ([1, math.inf], [0.1, 0.1], "must be finite"),
+        ([1, math.nan], [0.1, 0.1], "must be finite"),
+        ([1, None], [0.1, 0.1], "must be finite"),
         ([1, 2], [0.1], "expected 2 finite"),
         ([1, 2], [0.1, float("nan")], "expected 2 finite"),
+        ([1, 2], [0.1, None], "expected 2 finite"),
+        ([1, 2], [0.1, -0.1], "expected 2 finite non-negative"),
     ],
 )
 def test_anytime_auc_bad_input(costs, errors, fragment):
     with pytest.raises(ValueError) as info:
         anytime_auc(costs, errors)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("initial_error", [-0.5, math.nan, math.inf])
+def test_anytime_auc_bad_initial_error(initial_error):
+    with pytest.raises(
+        ValueError, match=rf"^initial_error={initial_error!r} is invalid: must be finite and >= 0"
+    ):
+        anytime_auc([1, 2], [0.5, 0.1], initial_error=initial_error)
 
 
 def test_error_interval_is_wilsons_by_hand():
@@ -123,6 +171,16 @@ def test_error_interval_is_wilsons_by_hand():
     # 90%: z = 1.644854, z^2 = 2.705543; 1 in 4: centre (0.25 + 0.3381929) / 1.6763858 = 0.3508697,
     # half 1.644854 sqrt(0.046875 + 0.0422741) / 1.6763858 = 0.2929623.
     assert error_interval(0.25, 4, confidence=0.9) == pytest.approx((0.0579073, 0.6438320), abs=2e-7)
+    # One sample, right: centre = half-width = (z^2 / 2) / (1 + z^2), so the interval is [0, z^2 / (1 + z^2)]
+    # = [0, 1 - 1 / 4.8414588] = [0, 0.7934506].
+    assert error_interval(0.0, 1) == pytest.approx((0.0, 0.7934506), abs=2e-7)
+
+
+def test_error_interval_never_leaves_zero_one():
+    # All wrong in 9: the upper end is 1 exactly, though centre + half-width rounds to 1 + 2**-52 in floats.
+    assert error_interval(1.0, 9)[1] == 1.0
+    # None wrong in 2: the lower end is 0 exactly, though centre - half-width rounds below it.
+    assert error_interval(0.0, 2)[0] == 0.0
 
 
 def test_error_interval_narrows_with_the_test_set():
@@ -137,6 +195,7 @@ def test_error_interval_narrows_with_the_test_set():
         (0.1, 10.0, 0.95, "n=10.0 is invalid"),
         (1.5, 10, 0.95, "error=1.5 is invalid"),
         (0.1, 10, 1.0, "confidence=1.0 is invalid"),
+        (0.1, 10, 0.0, "confidence=0.0 is invalid"),
     ],
 )
 def test_error_interval_bad_input(error, n, confidence, fragment):

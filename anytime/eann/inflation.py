@@ -97,8 +97,8 @@ def inflation(costs: Sequence[float], workers: int = 1, near_optimal_from: float
     phi = check_fraction(near_optimal_from)
     runs = fifo_schedule(check_costs(costs), workers)
     pieces = _pieces(runs, phi)
-    lo, hi = pieces[0][0], pieces[-1][1]
-    if hi <= lo:  # a single member: nothing to inflate
+    lo, hi = min(r.finish for r in runs), max(r.finish for r in runs)
+    if hi <= lo:  # one finish time (a single member, or equal ones side by side): nothing to inflate
         return Inflation(1.0, 1.0)
     worst, area = 0.0, 0.0
     for a, b, kind, v in pieces:
