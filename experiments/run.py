@@ -63,10 +63,23 @@ def dvc(*args: str) -> str:
     return result.stdout
 
 
+# A name queued again after a failure has several tasks: the live one, else a success, tells its state.
+STATE_RANK = {"Running": 0, "Queued": 1, "Success": 2, "Failed": 3}
+
+
+def parse_queue_status(text: str) -> dict[str, str]:
+    """``dvc queue status`` output as {experiment name: Queued | Running | Success | Failed}."""
+    states: dict[str, str] = {}
+    for row in (line.split() for line in text.splitlines()[1:]):
+        if len(row) >= 4 and row[0] != "Worker" and row[-1] in STATE_RANK:
+            name, state = row[1], row[-1]
+            if name not in states or STATE_RANK[state] < STATE_RANK[states[name]]:
+                states[name] = state
+    return states
+
+
 def queue_states() -> dict[str, str]:
-    """``dvc queue status`` as {experiment name: Queued | Running | Success | Failed}."""
-    rows = [line.split() for line in dvc("queue", "status").splitlines()[1:]]
-    return {row[1]: row[-1] for row in rows if len(row) >= 4 and row[0] != "Worker"}
+    return parse_queue_status(dvc("queue", "status"))
 
 
 def finished_names() -> set[str]:
@@ -101,8 +114,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def wait(names: set[str], log: RunLog, jobs: int) -> list[str]:
     """Poll the queue until none of ``names`` is queued or running; return the failed ones.
 
-    DVC's queue workers may exit between two tasks with some still queued (seen with one worker): then
-    start them again rather than wait forever."""
+    DVC's queue workers may exit between two tasks with some still queued (seen with one worker): when two
+    polls in a row find nothing running and no worker (one could be a worker still starting), start them
+    again rather than wait forever."""
+    idle = 0
     with tqdm(total=len(names), unit="exp", desc="experiments") as bar:
         while True:
             states = {name: state for name, state in queue_states().items() if name in names}
@@ -112,8 +127,10 @@ def wait(names: set[str], log: RunLog, jobs: int) -> list[str]:
             bar.refresh()
             if not left:
                 return [name for name, state in states.items() if state == "Failed"]
-            if "Running" not in states.values() and not workers_active():
+            idle = idle + 1 if "Running" not in states.values() and not workers_active() else 0
+            if idle == 2:
                 dvc("queue", "start", "--jobs", str(jobs))
+                idle = 0
             time.sleep(POLL_S)
 
 

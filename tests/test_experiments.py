@@ -10,6 +10,7 @@ from dvc.utils.hydra import apply_overrides
 
 from anytime.eann import MemberCurve
 from experiments.results import splice
+from experiments.run import parse_queue_status
 from experiments.sets import DEEP_CONST, WEIGHTINGS, experiment_set, set_args
 from experiments.tables import Trial, cost_to_reach, eann_rows, flops_to_reach, weighting_table
 
@@ -98,3 +99,19 @@ def test_overrides_parse_back_through_dvcs_own_parser(tmp_path):
             assert node == (list(value) if isinstance(value, tuple) else value), key
     weighting = experiment_set("cpu", ("weighting",))[0].overrides["train.members"]
     assert [m["name"] for m in weighting] == [*WEIGHTINGS, DEEP_CONST]
+
+
+def test_queue_status_names_the_live_task_of_a_name_queued_again():
+    status = """Task     Name                    Created    Status
+00303e1  repro-cpu-weighting-s1  06:48 AM   Running
+a0a1c74  repro-cpu-weighting-s2  06:48 AM   Queued
+38b7f94  repro-cpu-weighting-s1  03:58 AM   Failed
+16de598  repro-cpu-weighting-s0  03:58 AM   Success
+
+Worker status: 1 active, 0 idle
+"""
+    assert parse_queue_status(status) == {
+        "repro-cpu-weighting-s1": "Running",  # not the failed task of an earlier try
+        "repro-cpu-weighting-s2": "Queued",
+        "repro-cpu-weighting-s0": "Success",
+    }
