@@ -166,7 +166,7 @@ def test_train_and_tune_as_a_ray_job_run_on_the_worker_nodes_with_storage_only_o
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     joined = re.findall(r"Connecting to existing Ray cluster at address: (\S+?)\.{3}", log)
-    assert joined == [ray_nodes.address] * 2, (joined, ray_head.address)  # train's driver, then tune's
+    assert joined and set(joined) == {ray_nodes.address}, (joined, ray_head.address)
 
     for name, heads in (("m0", 3), ("m1", 6)):
         check_outputs(project / "outputs/members" / name, num_heads=heads, epochs=2)
