@@ -235,7 +235,7 @@ def test_a_run_on_a_lost_node_finishes_on_the_other_from_its_last_s3_checkpoint(
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for_key(s3_server, bucket, TRAIN_CHECKPOINT, job, timeout=600)
+        wait_for_key(s3_server, bucket, TRAIN_CHECKPOINT, job, timeout=800)
         [lost] = [
             name
             for name in ("worker_1", "worker_2")
