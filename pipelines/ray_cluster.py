@@ -226,7 +226,7 @@ def driver_queue() -> Queue:
     """A queue whose actor lives on the driver's node, as Ray Train's controllers do: left to Ray, it may
     land on a worker node, and losing that node would end the stage instead of one run's workers."""
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    return Queue(actor_options={"scheduling_strategy": here})
+    return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})  # the head may have no CPUs
 
 
 class ReportForwarder(UserCallback):
