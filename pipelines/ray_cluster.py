@@ -29,6 +29,7 @@ from ray._private import ray_constants
 from ray.autoscaler.sdk import request_resources
 from ray.train import ScalingConfig, UserCallback
 from ray.util.queue import Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipelines.cli import UserError
 
@@ -219,6 +220,13 @@ def scaling_config(scaling: ScalingParams) -> ScalingConfig:
         use_gpu=scaling.use_gpu,
         resources_per_worker=worker_resources(scaling),
     )
+
+
+def driver_queue() -> Queue:
+    """A queue whose actor lives on the driver's node, as Ray Train's controllers do: left to Ray, it may
+    land on a worker node, and losing that node would end the stage instead of one run's workers."""
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})  # the head may have no CPUs
 
 
 class ReportForwarder(UserCallback):

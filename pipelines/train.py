@@ -36,7 +36,14 @@ from pipelines.config.train import TrainParams
 from pipelines.io import atomic_path
 from pipelines.live import StageLive
 from pipelines.paths import MEMBERS_DIR, OPT_DIR
-from pipelines.ray_cluster import ReportForwarder, interrupted, scaling_config, stage_session, storage_uri
+from pipelines.ray_cluster import (
+    ReportForwarder,
+    driver_queue,
+    interrupted,
+    scaling_config,
+    stage_session,
+    storage_uri,
+)
 from pipelines.training.run_plan import FINGERPRINT_FILE, PlannedRun, plan_runs, resolve_shards
 from pipelines.training.train_worker import FINAL_DIR, build_trainer
 
@@ -117,7 +124,7 @@ class ConcurrentTraining:
         self.params, self.live = params, live
         self.storage = storage_uri(params.storage_path)
         self.scaling = scaling_config(params.scaling)
-        self.reports: Queue = Queue()
+        self.reports: Queue = driver_queue()
         self.fingerprints: dict[str, str] = {}
         self.bars: dict[str, tqdm] = {}
         self.nodes: dict[str, str] = {}  # the Ray node each run last reported from

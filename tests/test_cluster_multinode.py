@@ -1,24 +1,38 @@
-"""The train stage on a multi-node loopback cluster (``infra/ray/local_cluster.py``) with storage on S3 only.
+"""The train and tune stages on a multi-node loopback cluster (``infra/ray/local_cluster.py``) with storage
+on S3 only, and the loss of a node.
 
-One cluster per session (head with 0 CPUs, two one-CPU workers, each node with a custom resource naming
-it); the S3 store is moto's server on 127.0.0.1. The stage runs as a Ray job through
-``infra/ray/submit_stage.py``, so its driver runs in the job's copy of the code, not in the checkout.
+One cluster for the module (head with 0 CPUs, two one-CPU workers, each node with a custom resource naming
+it); the last test kills one of its nodes. The S3 store is moto's server on 127.0.0.1. The stages run as a
+Ray job through ``infra/ray/submit_stage.py``, so their drivers run in the job's copy of the code, not in
+the checkout.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
+import yaml
 
-from tests.fixtures.ray_cluster import MultiNodeCluster, assert_loopback_only
-from tests.test_train_ray import write_project
+from tests.fixtures.ray_cluster import MultiNodeCluster, RayHead, assert_loopback_only
+from tests.fixtures.s3 import S3Endpoint
+from tests.test_train_ray import check_outputs, history, write_project
 
 ROOT = Path(__file__).resolve().parents[1]
+# Keys in the bucket: ray/<run>-<fingerprint>/checkpoint_<time>/checkpoint.pt (train, until the run ends);
+# per trial of the tune experiment, its Train run's checkpoints and Tune's result.json.
+TRAIN_CHECKPOINT = re.compile(r"ray/(?!tune/)(\S+?)-[0-9a-f]{12}/checkpoint_[^/]+/checkpoint\.pt")
+TRIAL_CHECKPOINT = re.compile(r"ray/tune/tune-[0-9a-f]{12}/trials/[^/]+/checkpoint_[^/]+/checkpoint\.pt")
+TRIAL_RESULT = re.compile(r"ray/tune/tune-[0-9a-f]{12}/[^/]+/result\.json")
 PROBE = """
 import json, ray
 ray.init()
@@ -66,3 +80,175 @@ def test_local_shards_on_a_multinode_cluster_are_one_line(
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert "the cluster has 3 nodes but local paths were given" in line
     assert f"train.shards={digits_shards}, train.storage_path=ray_results" in line
+
+
+def upload_dir(s3: S3Endpoint, bucket: str, source: Path, prefix: str) -> str:
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        s3.put(bucket, f"{prefix}/{path.relative_to(source).as_posix()}", path.read_bytes())
+    return f"s3://{bucket}/{prefix}"
+
+
+def working_dir(project: Path) -> None:
+    """What `ray job submit --working-dir .` takes from a checkout: the code (params are already there)."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    for package in ("anytime", "pipelines", "infra/ray"):
+        shutil.copytree(ROOT / package, project / package, ignore=ignore)
+
+
+def s3_project(root: Path, s3: S3Endpoint, shards: Path, **train) -> tuple[Path, str]:
+    """A project whose shards and run storage (train's and tune's) are only in a fresh bucket."""
+    bucket = s3.make_bucket("anytime")
+    project = write_project(
+        root,
+        upload_dir(s3, bucket, shards, "shards/digits"),
+        storage_path=f"s3://{bucket}/ray",
+        scaling={"cpus_per_worker": 1},  # one Train worker per one-CPU worker node at a time
+        **train,
+    )
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tune"] |= {
+        "member": "m0",
+        "epochs": 1,
+        "search_alg": "grid",
+        "num_samples": 1,
+        "scheduler": {"name": "fifo"},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+        "storage_path": f"s3://{bucket}/ray/tune",
+        "space": {
+            "weighting": [{"strategy": "static", "scheme": "sieve"}],
+            "optimizer": {"lr": {"grid": [0.05, 0.1]}, "weight_decay": 0.0},
+        },
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    working_dir(project)
+    return project, bucket
+
+
+def submit(cluster: MultiNodeCluster, s3: S3Endpoint, bucket: str, outs: list[str], stage: str) -> list[str]:
+    """``infra/ray/submit_stage.py`` as a user runs it: the stage as a Ray job, ``outs`` staged back on S3."""
+    return [
+        sys.executable, "infra/ray/submit_stage.py", "--address", cluster.dashboard_url,
+        f"--staging=s3://{bucket}/staging", *(f"--out={out}" for out in outs),
+        *(f"--env={name}" for name in s3.env), "--", "bash", "-c", stage,
+    ]  # fmt: skip
+
+
+def bucket_keys(s3: S3Endpoint, bucket: str) -> list[str]:
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+@pytest.mark.heavy
+def test_train_and_tune_as_a_ray_job_run_on_the_worker_nodes_with_storage_only_on_s3(
+    ray_nodes: MultiNodeCluster,
+    ray_head: RayHead,
+    s3_server: S3Endpoint,
+    digits_shards: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+):
+    """Two EANN members and an OPT run side by side on the two worker nodes, then a two-trial tune, in one
+    job (one job start for both stages); ``ray_head`` is another token-auth cluster on the machine, which
+    the job's drivers must not join."""
+    caplog.set_level(logging.INFO, logger="werkzeug")  # moto's server logs each request
+    project, bucket = s3_project(tmp_path / "project", s3_server, digits_shards, epochs=2)
+    outs = ["outputs/members", "outputs/opt", "outputs/live", "outputs/tune"]
+    stages = "python -m pipelines.train && python -m pipelines.tune"
+    result = subprocess.run(
+        submit(ray_nodes, s3_server, bucket, outs, stages),
+        cwd=project,
+        env={**ray_nodes.env, **s3_server.env},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    joined = re.findall(r"Connecting to existing Ray cluster at address: (\S+?)\.{3}", log)
+    assert joined and set(joined) == {ray_nodes.address}, (joined, ray_head.address)
+
+    for name, heads in (("m0", 3), ("m1", 6)):
+        check_outputs(project / "outputs/members" / name, num_heads=heads, epochs=2)
+    [opt] = (project / "outputs/opt").iterdir()
+    check_outputs(opt, num_heads=int(opt.name.removeprefix("m1-opt")) + 1, epochs=2)
+    placed = dict(re.findall(r"train: (\S+) epoch 0 on node ([0-9a-f]+)", log))
+    workers = {ray_nodes.node(name)["node_id"] for name in ("worker_1", "worker_2")}
+    assert set(placed) == {"m0", "m1", opt.name}, log[-4000:]
+    assert set(placed.values()) == workers  # both worker nodes trained, the 0-CPU head none
+    trials = pd.read_csv(project / "outputs/tune/trials.csv")
+    assert sorted(trials["optimizer.lr"]) == [0.05, 0.1] and set(trials["status"]) == {"completed"}
+    assert json.loads((project / "outputs/tune/best.json").read_text())["trials"] == 2
+
+    keys = bucket_keys(s3_server, bucket)
+    assert not [k for k in keys if k.startswith("staging/")]  # the staged outputs were cleaned up
+    assert all(k.startswith(("shards/", "ray/")) for k in keys), keys  # nothing written elsewhere
+    # The stage frees a finished run's storage: the S3 server's own log shows every epoch's checkpoint of
+    # every train run written to the bucket, the listing that none is left.
+    written = set(re.findall(rf'"PUT /{bucket}/({TRAIN_CHECKPOINT.pattern})[ ?]', caplog.text))
+    assert sorted(run for _, run in written) == sorted([*placed] * 2)
+    assert not [k for k in keys if TRAIN_CHECKPOINT.fullmatch(k)]
+    # Every trial's Train checkpoint and Tune result; the results say where each trial trained.
+    checkpoints = [k for k in keys if TRIAL_CHECKPOINT.fullmatch(k)]
+    results = [k for k in keys if TRIAL_RESULT.fullmatch(k)]
+    assert len(checkpoints) == len(results) == 2, keys
+    trial_nodes = {
+        json.loads(line)["node_id"]
+        for key in results
+        for line in s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
+    }
+    assert trial_nodes and trial_nodes <= workers
+
+
+def wait_for_line(log: Path, pattern: str, job: subprocess.Popen, timeout: float) -> re.Match:
+    """Poll the job's streamed log until a line matches (the job still running)."""
+    deadline = time.monotonic() + timeout
+    while not (found := re.search(pattern, log.read_text())):
+        assert job.poll() is None, "the job ended first"
+        assert time.monotonic() < deadline, f"no {pattern!r} in the job's log after {timeout:.0f}s"
+        time.sleep(0.2)
+    return found
+
+
+@pytest.mark.heavy
+def test_a_run_on_a_lost_node_finishes_on_the_other_from_its_last_s3_checkpoint(
+    ray_nodes: MultiNodeCluster, s3_server: S3Endpoint, digits_shards: Path, tmp_path: Path
+):
+    """Last in the module: it loses a worker node of the module's cluster for good."""
+    epochs = 5
+    project, bucket = s3_project(
+        tmp_path / "project",
+        s3_server,
+        digits_shards,
+        eann={"members": 1},
+        opt={"members": []},
+        epochs=epochs,
+    )
+    outs = ["outputs/members", "outputs/live"]
+    log = tmp_path / "job.log"
+    with log.open("w") as sink:
+        job = subprocess.Popen(
+            submit(ray_nodes, s3_server, bucket, outs, "python -m pipelines.train"),
+            cwd=project,
+            env={**ray_nodes.env, **s3_server.env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # The driver has the epoch's report, so Train registered its checkpoint (already in the bucket).
+        first = wait_for_line(log, r"train: m0 epoch 0 on node ([0-9a-f]+)", job, timeout=800)
+        assert any(TRAIN_CHECKPOINT.fullmatch(k) for k in bucket_keys(s3_server, bucket))
+        [lost] = [node["name"] for node in ray_nodes.nodes if node["node_id"] == first[1]]
+        ray_nodes.kill_node(lost)
+        assert job.wait(timeout=900) == 0, log.read_text()[-4000:]
+    finally:
+        job.kill()
+
+    check_outputs(project / "outputs/members/m0", num_heads=3, epochs=epochs)
+    assert [epoch for epoch, _ in history(project, "m0")] == list(range(epochs))  # each epoch once
+    moves = [
+        (int(e), node)
+        for e, node in re.findall(r"train: m0 epoch (\d+) on node ([0-9a-f]+)", log.read_text())
+    ]
+    survivor = ray_nodes.node("worker_2" if lost == "worker_1" else "worker_1")["node_id"]
+    assert [node for _, node in moves] == [ray_nodes.node(lost)["node_id"], survivor], moves
+    assert moves[0][0] == 0 and moves[1][0] >= 1  # resumed from a checkpoint, not from scratch

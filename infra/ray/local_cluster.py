@@ -37,6 +37,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from ray._private.utils import write_ray_address
 from ray.cluster_utils import Cluster
 
 
@@ -67,6 +68,9 @@ def start(args: argparse.Namespace) -> tuple[Cluster, dict]:
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": dashboard_port,
+            # Any free port (as Cluster gives worker nodes), not Ray's fixed 52365: a second cluster on the
+            # machine would find it taken, and its jobs API would wait forever for "an available agent".
+            "dashboard_agent_listen_port": None,
             "temp_dir": f"{args.temp_dir}/h",
         },
     )
@@ -80,6 +84,11 @@ def start(args: argparse.Namespace) -> tuple[Cluster, dict]:
         )
         nodes.append(node_info(f"worker_{k}", node, {"CPU": args.worker_cpus, **resources}))
     cluster.wait_for_nodes()
+    for node in (cluster.head_node, *cluster.worker_nodes):
+        # What `ray start` writes in each node's temp dir. A submitted job's driver is given the address
+        # read from there; without it Ray falls back to any Ray process on the machine (another cluster's,
+        # whose token this one's driver lacks: InvalidAuthToken).
+        write_ray_address(cluster.address, node.get_temp_dir_path())
     info = {
         "address": cluster.address,
         "dashboard_url": f"http://127.0.0.1:{dashboard_port}",
