@@ -51,9 +51,9 @@ def wait_for_epochs(project: Path, run: str, driver: subprocess.Popen, epochs: i
 
 
 @pytest.mark.heavy
-def test_private_cluster_is_loopback_and_sigterm_ends_it_cleanly_then_a_rerun_resumes(
-    digits_shards: Path, tmp_path: Path
-):
+def test_private_cluster_is_loopback_and_sigterm_ends_it_cleanly(digits_shards: Path, tmp_path: Path):
+    """A re-run then resumes from the last checkpoint like one after SIGKILL, which
+    ``tests/test_train_ray.py`` checks epoch by epoch (a second private cluster here would add a minute)."""
     project = write_project(
         tmp_path / "project", digits_shards, eann={"members": 1, "n0": 1}, opt={"members": []}, epochs=4
     )
@@ -74,14 +74,9 @@ def test_private_cluster_is_loopback_and_sigterm_ends_it_cleanly_then_a_rerun_re
     assert not [line for line in stderr.splitlines() if line.startswith("Traceback")]
     assert not alive(cluster), f"left running after SIGTERM: {alive(cluster)}"
     assert not (project / "outputs/members/m0").exists()
-    before = history(project, "m0")
-    assert 1 <= len(before) < 4
-
-    rerun = subprocess.run(TRAIN, cwd=project, env=stage_env(), capture_output=True, text=True, timeout=400)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    after = history(project, "m0")
-    assert [epoch for epoch, _ in after] == [0, 1, 2, 3]
-    assert after[: len(before)] == before  # the epochs done before SIGTERM were not trained again
+    assert 1 <= len(history(project, "m0")) < 4
+    [run_dir] = (project / "ray_results").glob("m0-*")
+    assert list(run_dir.glob("checkpoint_*")), "no checkpoint left to resume from"
 
 
 def test_unreachable_address_is_one_line_within_30s(digits_shards: Path, tmp_path: Path):

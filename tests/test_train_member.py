@@ -21,16 +21,11 @@ from pipelines.training.run_plan import PlannedRun, run_config
 from pipelines.training.train_worker import FINAL_DIR, build_trainer
 
 
-@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.heavy)])
-def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(
-    digits_shards, tmp_path, monkeypatch, compile
-):
+def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(digits_shards, tmp_path, monkeypatch):
     monkeypatch.setattr(
         tempfile, "tempdir", str(tmp_path)
     )  # local mode keeps checkpoint dirs: keep them here
-    params = TrainParams.model_validate(
-        {"model": {"name": "resann", "c": 4}, "epochs": 2, "batch_size": 256, "compile": compile}
-    )
+    params = TrainParams.model_validate({"model": {"name": "resann", "c": 4}, "epochs": 2, "batch_size": 256})
     manifest = load_manifest(str(digits_shards))
     config = run_config(
         params, MemberParams(name="m0", n=1), manifest, shards=str(digits_shards), endpoint_url=None
