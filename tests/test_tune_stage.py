@@ -1,7 +1,7 @@
 """The tune stage end to end on a local Ray cluster: killed mid-search, resumed, and the search discriminates.
 
 Two trials (a grid over the learning rate) train the same tiny ResANN on digits: one with a rate so small
-that nothing trains in three epochs, one that learns. The stage is SIGKILLed as soon as a trial has
+that nothing trains in two epochs, one that learns. The stage is SIGKILLed as soon as a trial has
 checkpointed an epoch, then re-run: it must restore the same Tune experiment (same trial ids), finish it,
 and name the learning trial best on the validation objective.
 """
@@ -36,7 +36,7 @@ def write_project(root: Path, shards: Path) -> Path:
         "batch_size": 32,
     }
     params["tune"] |= {
-        "epochs": 3,
+        "epochs": 2,
         "search_alg": "grid",
         "num_samples": 1,
         "max_concurrent_trials": 2,
@@ -106,7 +106,7 @@ def test_killed_search_resumes_and_picks_the_trial_that_learns(tmp_path, digits_
     good = trials[trials["optimizer.lr"] == GOOD_LR].iloc[0]
     dead = trials[trials["optimizer.lr"] == DEAD_LR].iloc[0]
     assert best["best_trial"] == good["trial_id"] and good["status"] == "completed"
-    assert good["epochs"] == 3 and best["best_objective"] == pytest.approx(good["objective"])
+    assert good["epochs"] == 2 and best["best_objective"] == pytest.approx(good["objective"])
     assert good["objective"] < dead["objective"] - 0.05  # the search really tells them apart
     assert best["objective"] == "val_auc" and "test" not in " ".join(trials.columns)
 
