@@ -12,8 +12,8 @@ logging works the same on a laptop and on a multi-node cluster. The files are sm
 The history is keyed by the run's fingerprint (config + data + code,
 :class:`pipelines.training.run_plan.PlannedRun`): a resumed run continues its rows, an epoch reported again
 (a retry from the last checkpoint) replaces its rows, and a new fingerprint starts afresh. Each report also
-carries the earlier epochs its checkpoint holds (``history``), which replace the logged ones: an epoch whose
-report a killed driver never logged comes back on resume. So a run's file always holds exactly the rows of
+carries the earlier epochs its checkpoint holds (``history``): an epoch whose report a killed driver never
+logged is filled in on resume. So a run's file always holds exactly the rows of
 one uninterrupted run of its current configuration, whatever was killed and resumed before.
 """
 
@@ -70,16 +70,16 @@ class StageLive:
         self._write_summary()
 
     def log_epoch(self, run: str, fingerprint: str, metrics: Mapping[str, Any]) -> None:
-        """Record one epoch and the earlier ones of its ``history``: they replace the logged rows of those
-        epochs, rows of this epoch and later, and every row of another fingerprint."""
+        """Record one epoch, and earlier ones of its ``history`` that were never logged: replaces rows of
+        this epoch and later, and every row of another fingerprint."""
         key, epoch = fingerprint[:FINGERPRINT_CHARS], int(metrics["epoch"])
-        records = [*metrics.get("history", []), metrics]
-        reported = {int(record["epoch"]) for record in records}
         previous = self.history(run)
-        kept = previous[
-            (previous["fingerprint"] == key) & (previous["epoch"] < epoch) & ~previous["epoch"].isin(reported)
+        kept = previous[(previous["fingerprint"] == key) & (previous["epoch"] < epoch)]
+        logged = set(kept["epoch"])
+        missing = [r for r in metrics.get("history", []) if r["epoch"] < epoch and r["epoch"] not in logged]
+        frames = [
+            frame for frame in (kept, *(_epoch_rows(key, r) for r in [*missing, metrics])) if not frame.empty
         ]
-        frames = [frame for frame in (kept, *(_epoch_rows(key, r) for r in records)) if not frame.empty]
         with atomic_path(self.history_dir / f"{run}.tsv") as tmp:
             frame = pd.concat(frames, ignore_index=True).sort_values(["epoch", "head"], kind="stable")
             frame.to_csv(tmp, sep="\t", index=False)
