@@ -24,8 +24,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+import psutil
 import ray
-from ray._private import ray_constants
+from ray._private import ray_constants, worker
 from ray.autoscaler.sdk import request_resources
 from ray.train import ScalingConfig, UserCallback
 from ray.util.queue import Queue
@@ -44,6 +45,8 @@ FORWARDED_ENV_PREFIX = "ANYTIME_FAULT_"
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 CONNECT_TIMEOUT_S = 10.0
 RESOURCE_POLL_S = 2.0
+# How long a private cluster's workers get to notice their raylet is gone before they are killed.
+SHUTDOWN_GRACE_S = 15.0
 
 
 def _runtime_env() -> dict:
@@ -160,10 +163,37 @@ def _raise_keyboard_interrupt(signum, frame) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
+def _started_processes() -> list[psutil.Process]:
+    """The processes of the cluster this driver started, with their workers (none when it joined one)."""
+    node = worker._global_node
+    infos = [info for kind in (node.all_processes.values() if node else ()) for info in kind]
+    processes = []
+    for info in infos:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(info.process.pid)
+            processes += [process, *process.children(recursive=True)]
+    return processes
+
+
+def _shutdown() -> None:
+    """``ray.shutdown``, then wait for a private cluster's workers to exit, killing those that hang on.
+
+    Ray kills the processes it started but leaves their workers to notice the raylet is gone, which a
+    worker busy in a training step may take a while to do, on a loaded machine longer than the driver.
+    """
+    started = _started_processes()
+    ray.shutdown()
+    _, hanging = psutil.wait_procs(started, timeout=SHUTDOWN_GRACE_S)
+    for process in hanging:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(hanging, timeout=SHUTDOWN_GRACE_S)
+
+
 def interrupted(hint: str) -> NoReturn:
     """End an interrupted stage: disconnect (Ray then ends this job's actors and workers), hint, exit 130."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
-    ray.shutdown()
+    _shutdown()
     print(f"\ninterrupted: {hint}", file=sys.stderr, flush=True)
     sys.exit(130)
 
