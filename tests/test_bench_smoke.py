@@ -132,12 +132,13 @@ def test_reader_bench_runs():
 
 @pytest.mark.heavy
 def test_parallel_members_on_local_ray():
+    """One member: both timed paths run (each Ray Train fit costs ~20 s of start-up on 2 cores)."""
     ratios = checked_ratios(
         "bench_parallel_members",
-        *("--members", "2", "--samples", "64", "--image-size", "8", "--batch", "16"),
+        *("--members", "1", "--samples", "64", "--image-size", "8", "--batch", "16"),
         *("--repeats", "1", "--no-warmup"),
     )
-    assert set(ratios) == {"members parallel/sequential wall time (2 members)"}
+    assert set(ratios) == {"members parallel/sequential wall time (1 members)"}
 
 
 @pytest.mark.parametrize(
