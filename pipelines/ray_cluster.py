@@ -132,7 +132,9 @@ def _unmet(per_worker: Mapping[str, float], workers: int, nodes: list[dict[str, 
     return not fits or max(fits) < 1 or sum(fits) < workers
 
 
-def require_resources(per_worker: Mapping[str, float], workers: int, *, wait_s: float = 0.0) -> None:
+def require_resources(
+    per_worker: Mapping[str, float], workers: int, *, wait_s: float = 0.0, what: str = "worker(s)"
+) -> None:
     """Refuse, in one line, a request no node of the cluster can ever satisfy, before any run starts.
 
     An autoscaling cluster may add nodes: with ``wait_s`` > 0 we ask its autoscaler for them (Ray starts
@@ -149,7 +151,7 @@ def require_resources(per_worker: Mapping[str, float], workers: int, *, wait_s: 
                 have = "; ".join(_describe(_schedulable(node)) for node in nodes)
                 waited = f" after waiting {wait_s:g}s" if wait_s else ""
                 raise UserError(
-                    f"the cluster cannot run {workers} worker(s) of {_describe(per_worker)}{waited}: "
+                    f"the cluster cannot run {workers} {what} of {_describe(per_worker)}{waited}: "
                     f"its nodes have [{have or 'none alive'}] (set scaling.wait_for_resources_s for an "
                     "autoscaling cluster)"
                 )
@@ -211,9 +213,15 @@ def require_shared_paths(paths: Mapping[str, str]) -> None:
 
 @contextlib.contextmanager
 def stage_session(
-    address: str | None, scaling: ScalingParams, *, shared_paths: Mapping[str, str], resume_hint: str
+    address: str | None,
+    scaling: ScalingParams,
+    *,
+    shared_paths: Mapping[str, str],
+    resume_hint: str,
+    trial_driver: Mapping[str, float] | None = None,
 ) -> Iterator[None]:
-    """Connect, check the cluster can run the stage's workers, end on SIGTERM or Ctrl-C with ``resume_hint``.
+    """Connect, check the cluster can run the stage's workers (and a Tune ``trial_driver``), end on SIGTERM
+    or Ctrl-C with ``resume_hint``.
 
     SIGTERM (``timeout``, Kubernetes, Slurm) raises KeyboardInterrupt in the main thread, like Ctrl-C.
     """
@@ -223,6 +231,8 @@ def stage_session(
     try:
         require_shared_paths(shared_paths)
         require_resources(worker_resources(scaling), scaling.num_workers, wait_s=scaling.wait_for_resources_s)
+        if trial_driver:
+            require_resources(trial_driver, 1, wait_s=scaling.wait_for_resources_s, what="trial driver(s)")
         yield
     except KeyboardInterrupt:
         interrupted(resume_hint)

@@ -33,6 +33,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from ray import tune
+from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
@@ -58,6 +59,7 @@ from pipelines.training.run_plan import (
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.tuning.trial import Objective, TrialPlan, run_trial
 
+HEAD_NODE_SHARE = 0.001  # of the head's one HEAD_NODE_RESOURCE_NAME: room for a thousand trial drivers
 # Settings that change where or how fast the search runs, not what it finds.
 NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "driver_memory_mb")
 
@@ -140,12 +142,36 @@ def scheduler(tp: TuneParams):
     return FIFOScheduler()
 
 
+class TrialNodeLog(tune.Callback):
+    """A line whenever a trial reports from another node than before: where each trial trains, and where it
+    went on after its node was lost (the train stage logs its runs the same way)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, str] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        node = result.get("node_id")
+        if node is not None and self.nodes.get(trial.trial_id) != node:
+            self.nodes[trial.trial_id] = node
+            print(f"tune: trial {trial.trial_id} epoch {result['epoch']} on node {node}", flush=True)
+
+
+def trial_driver(tp: TuneParams) -> dict[str, float]:
+    """What a trial's driver asks for, on the head node.
+
+    It only waits on its Train run, whose controller Ray places beside it: on the head, with the stage's own
+    driver, losing a worker node costs the trial only its worker group, which Train restarts from the last
+    checkpoint (Ray pins its own Train state actor to the head the same way).
+    """
+    memory = tp.driver_memory_mb * 2**20
+    return {"CPU": tp.driver_cpus, "memory": memory, HEAD_NODE_RESOURCE_NAME: HEAD_NODE_SHARE}
+
+
 def make_tuner(params: Params, plan: TrialPlan, experiment: str) -> tune.Tuner:
     """A new Tuner, or the stored one of the same search when a previous run was interrupted."""
     tp = params.tune
     storage = storage_uri(tp.storage_path)
-    resources = {"cpu": tp.driver_cpus, "memory": tp.driver_memory_mb * 2**20}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), resources)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), trial_driver(tp))
     path = f"{storage.rstrip('/')}/{experiment}"
     if tune.Tuner.can_restore(path):
         print(f"tune: resuming {path}", flush=True)
@@ -168,6 +194,7 @@ def make_tuner(params: Params, plan: TrialPlan, experiment: str) -> tune.Tuner:
             name=experiment,
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=tp.trial_max_failures),
+            callbacks=[TrialNodeLog()],
             verbose=1,
         ),
     )
@@ -339,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         params.tune.scaling,
         shared_paths={"train.shards": plan.shards, "tune.storage_path": params.tune.storage_path},
         resume_hint="re-run the stage to resume the search",
+        trial_driver=trial_driver(params.tune),
     ):
         results = make_tuner(params, plan, experiment).fit()
     try:

@@ -18,10 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RATIO_LINE = re.compile(r"^(?P<name>[^:]+): (?P<value>\d+\.\d+) \((?:median of (?P<n>\d+)|exact count)\)")
 
 
-def run_bench(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_bench(
+    script: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", f"bench.{script}", *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -39,8 +42,10 @@ def ratio_lines(output: str) -> dict[str, tuple[float, int | None]]:
     return found
 
 
-def checked_ratios(script: str, *args: str) -> dict[str, tuple[float, int | None]]:
-    result = run_bench(script, *args)
+def checked_ratios(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> dict[str, tuple[float, int | None]]:
+    result = run_bench(script, *args, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     ratios = ratio_lines(result.stdout)
     assert ratios, result.stdout
@@ -131,12 +136,14 @@ def test_reader_bench_runs():
 
 
 @pytest.mark.heavy
-def test_parallel_members_on_local_ray():
-    """One member: both timed paths run (each Ray Train fit costs ~20 s of start-up on 2 cores)."""
+def test_parallel_members_on_a_named_cluster(ray_head):
+    """One member: both timed paths run (each Ray Train fit costs ~20 s of start-up on 2 cores), on the
+    session's cluster (``--address``, as on the multi-node one)."""
     ratios = checked_ratios(
         "bench_parallel_members",
         *("--members", "1", "--samples", "64", "--image-size", "8", "--batch", "16"),
-        *("--repeats", "1", "--no-warmup"),
+        *("--repeats", "1", "--no-warmup", "--address", ray_head.address),
+        env=ray_head.env,
     )
     assert set(ratios) == {"members parallel/sequential wall time (1 members)"}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from tests.fixtures.ray_cluster import assert_loopback_only
 from tests.test_train_ray import history, write_project
@@ -96,8 +97,7 @@ def test_unreachable_address_is_one_line_within_30s(digits_shards: Path, tmp_pat
     ("scaling", "cluster", "asked"),
     [
         ({"use_gpu": True}, "private", "1 worker(s) of CPU=0.25, GPU=1"),  # the README's CIFAR example, here
-        ({"cpus_per_worker": 64}, "named", "1 worker(s) of CPU=64:"),
-        # what an autoscaling cluster sets: ask for the nodes, wait, then give up with the same line
+        # what an autoscaling cluster sets: ask for the nodes, wait, then give up with one line
         (
             {"cpus_per_worker": 64, "wait_for_resources_s": 3},
             "named",
@@ -129,6 +129,29 @@ def test_request_no_node_can_grant_is_one_line_within_30s(
     [line] = error_lines(result.stderr)
     assert f"the cluster cannot run {asked}" in line and f"CPU={cpus}" in line
     assert not (project / "ray_results").exists()  # no run started
+
+
+@pytest.mark.heavy
+def test_a_trial_driver_the_head_cannot_host_is_one_line(ray_head, digits_shards: Path, tmp_path: Path):
+    """Tune's trial drivers live on the head node (``pipelines/tune.py``): one that asks for more than the
+    head has would wait forever, so the stage refuses it up front."""
+    project = write_project(tmp_path / "project", digits_shards, eann={"members": 1}, opt={"members": []})
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tune"] |= {"member": "m0", "driver_cpus": 64}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.tune"],
+        cwd=project,
+        env=ray_head.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = error_lines(result.stderr)
+    assert "the cluster cannot run 1 trial driver(s) of CPU=64, memory=" in line, line
+    assert f"CPU={ray_head.num_cpus}" in line
+    assert not (project / "ray_results").exists()  # no trial started
 
 
 @pytest.mark.heavy

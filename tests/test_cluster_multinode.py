@@ -2,9 +2,9 @@
 on S3 only, and the loss of a node.
 
 One cluster for the module (head with 0 CPUs, two one-CPU workers, each node with a custom resource naming
-it); the last test kills one of its nodes. The S3 store is moto's server on 127.0.0.1. The stages run as a
-Ray job through ``infra/ray/submit_stage.py``, so their drivers run in the job's copy of the code, not in
-the checkout.
+it); the node-loss test kills two of its worker nodes, which the cluster replaces. The S3 store is moto's
+server on 127.0.0.1. The stages run as a Ray job through ``infra/ray/submit_stage.py``, so their drivers run
+in the job's copy of the code, not in the checkout.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import psutil
 import pytest
 import yaml
 
+from tests.fixtures.dvc_project import sh
 from tests.fixtures.ray_cluster import MultiNodeCluster, RayHead, assert_loopback_only
 from tests.fixtures.s3 import S3Endpoint
 from tests.test_train_ray import check_outputs, history, write_project
@@ -95,9 +97,17 @@ def working_dir(project: Path) -> None:
         shutil.copytree(ROOT / package, project / package, ignore=ignore)
 
 
-def s3_project(root: Path, s3: S3Endpoint, shards: Path, **train) -> tuple[Path, str]:
-    """A project whose shards and run storage (train's and tune's) are only in a fresh bucket."""
-    bucket = s3.make_bucket("anytime")
+def s3_project(
+    root: Path,
+    s3: S3Endpoint,
+    shards: Path,
+    lrs: tuple[float, ...] = (0.05, 0.1),
+    tune_epochs: int = 1,
+    **train,
+) -> tuple[Path, str]:
+    """A project whose shards and run storage (train's and tune's) are only in a fresh bucket; its search
+    is one trial per learning rate in ``lrs``."""
+    bucket = s3.make_bucket(f"anytime-{secrets.token_hex(4)}")  # the module's S3 server serves every test
     project = write_project(
         root,
         upload_dir(s3, bucket, shards, "shards/digits"),
@@ -108,7 +118,7 @@ def s3_project(root: Path, s3: S3Endpoint, shards: Path, **train) -> tuple[Path,
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["tune"] |= {
         "member": "m0",
-        "epochs": 1,
+        "epochs": tune_epochs,
         "search_alg": "grid",
         "num_samples": 1,
         "scheduler": {"name": "fifo"},
@@ -116,7 +126,7 @@ def s3_project(root: Path, s3: S3Endpoint, shards: Path, **train) -> tuple[Path,
         "storage_path": f"s3://{bucket}/ray/tune",
         "space": {
             "weighting": [{"strategy": "static", "scheme": "sieve"}],
-            "optimizer": {"lr": {"grid": [0.05, 0.1]}, "weight_decay": 0.0},
+            "optimizer": {"lr": {"grid": list(lrs)}, "weight_decay": 0.0},
         },
     }
     (project / "params.yaml").write_text(yaml.safe_dump(params))
@@ -124,13 +134,35 @@ def s3_project(root: Path, s3: S3Endpoint, shards: Path, **train) -> tuple[Path,
     return project, bucket
 
 
-def submit(cluster: MultiNodeCluster, s3: S3Endpoint, bucket: str, outs: list[str], stage: str) -> list[str]:
-    """``infra/ray/submit_stage.py`` as a user runs it: the stage as a Ray job, ``outs`` staged back on S3."""
+def submit(
+    cluster: MultiNodeCluster,
+    s3: S3Endpoint,
+    bucket: str,
+    outs: list[str],
+    stage: str,
+    env: tuple[str, ...] = (),
+) -> list[str]:
+    """``infra/ray/submit_stage.py`` as a user runs it: the stage as a Ray job, ``outs`` staged back on S3,
+    the S3 settings and the variables named in ``env`` forwarded to the job."""
     return [
         sys.executable, "infra/ray/submit_stage.py", "--address", cluster.dashboard_url,
         f"--staging=s3://{bucket}/staging", *(f"--out={out}" for out in outs),
-        *(f"--env={name}" for name in s3.env), "--", "bash", "-c", stage,
+        *(f"--env={name}" for name in (*s3.env, *env)), "--", "bash", "-c", stage,
     ]  # fmt: skip
+
+
+def assert_some_side_by_side(project: Path, runs: list[str]) -> None:
+    """Two runs trained at once (one after another, each would lie apart from all others).
+
+    Two one-CPU nodes take two of the three runs at a time, and the third may start only when both have
+    ended. A run trains from about one epoch before its first logged epoch to its last.
+    """
+    spans = {}
+    for name in runs:
+        ends = [ts for _, ts in history(project, name)]
+        spans[name] = (ends[0] - (ends[1] - ends[0]), ends[-1])
+    pairs = [(a, b) for a in runs for b in runs if a < b]
+    assert any(spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1] for a, b in pairs), spans
 
 
 def bucket_keys(s3: S3Endpoint, bucket: str) -> list[str]:
@@ -147,17 +179,20 @@ def test_train_and_tune_as_a_ray_job_run_on_the_worker_nodes_with_storage_only_o
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ):
-    """Two EANN members and an OPT run side by side on the two worker nodes, then a two-trial tune, in one
-    job (one job start for both stages); ``ray_head`` is another token-auth cluster on the machine, which
-    the job's drivers must not join."""
+    """Two EANN members and an OPT run side by side on the two worker nodes, one of them through a crash of
+    its Train worker, then a two-trial tune, in one job (one job start for both stages); ``ray_head`` is
+    another token-auth cluster on the machine, which the job's drivers must not join. DVC then records the
+    outputs that came back (cluster mode A)."""
     caplog.set_level(logging.INFO, logger="werkzeug")  # moto's server logs each request
     project, bucket = s3_project(tmp_path / "project", s3_server, digits_shards, epochs=2)
     outs = ["outputs/members", "outputs/opt", "outputs/live", "outputs/tune"]
     stages = "python -m pipelines.train && python -m pipelines.tune"
+    marker = tmp_path / "fault-fired"  # pipelines/training/train_worker.py: fire once, in m1 at epoch 1
+    fault = {"ANYTIME_FAULT_EPOCH": "1", "ANYTIME_FAULT_MARKER": str(marker), "ANYTIME_FAULT_RUN": "m1"}
     result = subprocess.run(
-        submit(ray_nodes, s3_server, bucket, outs, stages),
+        submit(ray_nodes, s3_server, bucket, outs, stages, env=tuple(fault)),
         cwd=project,
-        env={**ray_nodes.env, **s3_server.env},
+        env={**ray_nodes.env, **s3_server.env, **fault},
         capture_output=True,
         text=True,
         timeout=1200,
@@ -166,11 +201,16 @@ def test_train_and_tune_as_a_ray_job_run_on_the_worker_nodes_with_storage_only_o
     assert result.returncode == 0, log[-4000:]
     joined = re.findall(r"Connecting to existing Ray cluster at address: (\S+?)\.{3}", log)
     assert joined and set(joined) == {ray_nodes.address}, (joined, ray_head.address)
+    assert marker.exists() and "injected fault in run 'm1' at epoch 1" in log
 
-    for name, heads in (("m0", 3), ("m1", 6)):
-        check_outputs(project / "outputs/members" / name, num_heads=heads, epochs=2)
     [opt] = (project / "outputs/opt").iterdir()
-    check_outputs(opt, num_heads=int(opt.name.removeprefix("m1-opt")) + 1, epochs=2)
+    runs = {"m0": 3, "m1": 6, opt.name: int(opt.name.removeprefix("m1-opt")) + 1}  # name: heads
+    for name, heads in runs.items():
+        check_outputs(
+            project / "outputs" / ("opt" if name == opt.name else "members") / name, num_heads=heads, epochs=2
+        )
+        assert [epoch for epoch, _ in history(project, name)] == [0, 1]  # the crash repeated no epoch
+    assert_some_side_by_side(project, list(runs))
     placed = dict(re.findall(r"train: (\S+) epoch 0 on node ([0-9a-f]+)", log))
     workers = {ray_nodes.node(name)["node_id"] for name in ("worker_1", "worker_2")}
     assert set(placed) == {"m0", "m1", opt.name}, log[-4000:]
@@ -198,6 +238,14 @@ def test_train_and_tune_as_a_ray_job_run_on_the_worker_nodes_with_storage_only_o
     }
     assert trial_nodes and trial_nodes <= workers
 
+    # Mode A's last step (docs/cluster.md): DVC records what came back, and nothing is left to re-run.
+    shutil.copy(ROOT / "dvc.yaml", project)
+    shutil.copytree(digits_shards, project / "data/shards/digits")  # the train and tune stages' dep
+    sh(project, "git", "init", "-q")
+    sh(project, "dvc", "init", "-q")
+    sh(project, "dvc", "commit", "-f", "train", "tune")
+    assert "Data and pipelines are up to date" in sh(project, "dvc", "status", "train", "tune")
+
 
 def wait_for_line(log: Path, pattern: str, job: subprocess.Popen, timeout: float) -> re.Match:
     """Poll the job's streamed log until a line matches (the job still running)."""
@@ -210,24 +258,28 @@ def wait_for_line(log: Path, pattern: str, job: subprocess.Popen, timeout: float
 
 
 @pytest.mark.heavy
-def test_a_run_on_a_lost_node_finishes_on_the_other_from_its_last_s3_checkpoint(
+def test_a_run_and_a_trial_on_a_lost_node_finish_on_another_from_their_last_s3_checkpoint(
     ray_nodes: MultiNodeCluster, s3_server: S3Endpoint, digits_shards: Path, tmp_path: Path
 ):
-    """Last in the module: it loses a worker node of the module's cluster for good."""
+    """One job trains a member, then tunes it (one trial); a worker node is lost under each. The fixture's
+    cluster replaces a lost node (as an autoscaler would) with a new one: a new node id."""
     epochs = 5
     project, bucket = s3_project(
         tmp_path / "project",
         s3_server,
         digits_shards,
+        lrs=(0.1,),
+        tune_epochs=epochs,
         eann={"members": 1},
         opt={"members": []},
         epochs=epochs,
     )
-    outs = ["outputs/members", "outputs/live"]
+    outs = ["outputs/members", "outputs/live", "outputs/tune"]
+    stages = "python -m pipelines.train && python -m pipelines.tune"
     log = tmp_path / "job.log"
     with log.open("w") as sink:
         job = subprocess.Popen(
-            submit(ray_nodes, s3_server, bucket, outs, "python -m pipelines.train"),
+            submit(ray_nodes, s3_server, bucket, outs, stages),
             cwd=project,
             env={**ray_nodes.env, **s3_server.env},
             stdout=sink,
@@ -237,8 +289,14 @@ def test_a_run_on_a_lost_node_finishes_on_the_other_from_its_last_s3_checkpoint(
         # The driver has the epoch's report, so Train registered its checkpoint (already in the bucket).
         first = wait_for_line(log, r"train: m0 epoch 0 on node ([0-9a-f]+)", job, timeout=800)
         assert any(TRAIN_CHECKPOINT.fullmatch(k) for k in bucket_keys(s3_server, bucket))
-        [lost] = [node["name"] for node in ray_nodes.nodes if node["node_id"] == first[1]]
-        ray_nodes.kill_node(lost)
+        run_lost = first[1]
+        [name] = [node["name"] for node in ray_nodes.nodes if node["node_id"] == run_lost]
+        ray_nodes.kill_node(name)
+        # The trial's first report came with its checkpoint: lose the node its Train worker is on.
+        placed = wait_for_line(log, r"tune: trial (\S+) epoch 0 on node ([0-9a-f]+)", job, timeout=800)
+        trial, trial_lost = placed.groups()
+        [name] = [node["name"] for node in ray_nodes.nodes if node["node_id"] == trial_lost]
+        ray_nodes.kill_node(name)
         assert job.wait(timeout=900) == 0, log.read_text()[-4000:]
     finally:
         job.kill()
@@ -249,6 +307,17 @@ def test_a_run_on_a_lost_node_finishes_on_the_other_from_its_last_s3_checkpoint(
         (int(e), node)
         for e, node in re.findall(r"train: m0 epoch (\d+) on node ([0-9a-f]+)", log.read_text())
     ]
-    survivor = ray_nodes.node("worker_2" if lost == "worker_1" else "worker_1")["node_id"]
-    assert [node for _, node in moves] == [ray_nodes.node(lost)["node_id"], survivor], moves
-    assert moves[0][0] == 0 and moves[1][0] >= 1  # resumed from a checkpoint, not from scratch
+    assert len(moves) == 2 and moves[0] == (0, run_lost), moves
+    assert moves[1][0] >= 1 and moves[1][1] != run_lost  # resumed elsewhere from a checkpoint
+
+    trials = pd.read_csv(project / "outputs/tune/trials.csv")
+    assert list(trials["status"]) == ["completed"] and list(trials["epochs"]) == [epochs]
+    trial_history = pd.read_csv(project / "outputs/tune/history.csv")
+    assert sorted(trial_history["epoch"]) == list(range(epochs))  # each epoch once
+    [result] = [k for k in bucket_keys(s3_server, bucket) if TRIAL_RESULT.fullmatch(k)]
+    body = s3_server.client().get_object(Bucket=bucket, Key=result)["Body"].read().decode()
+    reports = [(row["epoch"], row["node_id"]) for row in map(json.loads, body.splitlines())]
+    assert [epoch for epoch, _ in reports] == list(range(epochs)), reports
+    assert reports[0][1] == trial_lost and reports[-1][1] != trial_lost, reports
+    moved = re.findall(rf"tune: trial {trial} epoch (\d+) on node ([0-9a-f]+)", log.read_text())
+    assert len(moved) == 2 and int(moved[1][0]) >= 1 and moved[1][1] != trial_lost, moved

@@ -1,11 +1,11 @@
-"""The pipeline under real ``dvc``, in a fresh git copy of the project on a private local Ray.
+"""The pipeline under real ``dvc``, in a fresh git copy of the project, on the session's local Ray cluster.
 
 ``dvc repro`` trains every run, then does nothing, then re-trains only the member whose params changed (the
 other keeps its outputs and its logged history, timestamps included). Every metric and plot survives a
 commit: small results are tracked by Git, large outputs by the DVC cache. After a push, a clone with the
 cache pulled is up to date (nothing would re-run), ``dvc exp show`` reads the train, tune and report metrics
 at every revision, and an experiment's plots diff against the commit it started from. One project serves
-all of it: each stage run costs a Ray start-up.
+all of it: each stage run costs a Ray Train start-up.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def metrics_by_revision(project: Path) -> dict[str, dict]:
     return found
 
 
-def repro_trains_all_then_nothing_then_only_the_edited_member(project: Path) -> None:
-    first = sh(project, "dvc", "repro", "train")
+def repro_trains_all_then_nothing_then_only_the_edited_member(project: Path, env: dict[str, str]) -> None:
+    first = sh(project, "dvc", "repro", "train", env=env)
     for stage in ("fetch", "shard", "train"):
         assert f"Running stage '{stage}'" in first
     assert "2 runs planned, 0 up to date, 2 to train" in first
@@ -66,11 +66,11 @@ def repro_trains_all_then_nothing_then_only_the_edited_member(project: Path) -> 
     a_before, b_before = history(project, "a"), history(project, "b")
     assert [row["epoch"] for row in a_before] == [0]
 
-    second = sh(project, "dvc", "repro", "train")
+    second = sh(project, "dvc", "repro", "train", env=env)
     assert "Running stage" not in second and "didn't change, skipping" in second
 
     tiny_pipeline(project, b_epochs=2)
-    third = sh(project, "dvc", "repro", "train")
+    third = sh(project, "dvc", "repro", "train", env=env)
     assert "Running stage 'train'" in third and "Running stage 'shard'" not in third
     assert "2 runs planned, 1 up to date, 1 to train" in third
     assert history(project, "a") == a_before  # neither re-trained nor re-logged
@@ -82,16 +82,18 @@ def repro_trains_all_then_nothing_then_only_the_edited_member(project: Path) -> 
 
 
 @pytest.mark.heavy
-def test_repro_reruns_only_what_changed_and_a_clone_shows_every_metric_and_plot(tmp_path: Path):
+def test_repro_reruns_only_what_changed_and_a_clone_shows_every_metric_and_plot(ray_head, tmp_path: Path):
+    """The Ray stages join the session's cluster (``RAY_ADDRESS``, as with ``ray start`` on a workstation):
+    a private cluster per stage run would add its start-up to each of them."""
     project = tmp_path / "project"
     copy_project(project)
     tiny_pipeline(project)
     sh(project, "git", "init", "-q")
     sh(project, "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     commit(project, "copy")
-    repro_trains_all_then_nothing_then_only_the_edited_member(project)
+    repro_trains_all_then_nothing_then_only_the_edited_member(project, ray_head.env)
     for stage in ("tune", "report"):  # one stage a command: each within sh's time limit
-        sh(project, "dvc", "repro", stage)
+        sh(project, "dvc", "repro", stage, env=ray_head.env)
     sh(project, "dvc", "push")
     commit(project, "tiny run")
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,25 @@ def test_job_outputs_replace_local_ones_and_failures_change_nothing(
     assert Path(metrics["ran_in"]).is_relative_to(ray_head.temp_dir)  # the job's working dir on the head
     assert metrics["shards"] == '{"dataset": "toy"}', "--in data (Git-ignored, so not in the upload) arrived"
     assert not any((tmp_path / "staging").iterdir()), "the staging copy is removed once fetched"
+
+
+@pytest.mark.heavy
+def test_plain_ray_job_submit_runs_in_a_copy_of_the_working_dir(ray_head: RayHead, checkout: Path):
+    """``ray job submit --working-dir .`` (docs/cluster.md) without the script: the job runs in its own copy
+    on the head and writes nothing into the checkout. A fresh head may not have registered its job agent
+    yet; Ray's answer then is to retry."""
+    command = [
+        str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", ray_head.dashboard_url,
+        "--working-dir", str(checkout), "--", "python", "-c", WRITE_OUTPUT + "; print('ran in', os.getcwd())",
+    ]  # fmt: skip
+    for _ in range(10):
+        result = subprocess.run(command, env=ray_head.env, capture_output=True, text=True, timeout=300)
+        if "No available agent to submit job" not in result.stderr:
+            break
+        time.sleep(3)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0 and "succeeded" in log.lower(), log[-3000:]
+    [ran_in] = re.findall(r"^ran in (\S+)$", log, re.M)
+    assert Path(ran_in).is_relative_to(ray_head.temp_dir)
+    assert json.loads((Path(ran_in) / "outputs/members/m0/metrics.json").read_text())["ran_in"] == ran_in
+    assert sorted(p.name for p in (checkout / "outputs/members").iterdir()) == ["old"]
