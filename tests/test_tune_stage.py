@@ -1,4 +1,5 @@
-"""The tune stage end to end on a local Ray cluster: killed mid-search, resumed, and the search discriminates.
+"""The tune stage end to end on the session's local Ray cluster: its driver killed mid-search, resumed, and
+the search discriminates.
 
 Two trials (a grid over the learning rate) train the same tiny ResANN on digits: one with a rate so small
 that nothing trains in two epochs, one that learns. The stage is SIGKILLed as soon as a trial has
@@ -57,11 +58,14 @@ def trial_dirs(project: Path) -> dict[str, list[Path]]:
     return {run.name: sorted(run.glob("checkpoint_*")) for run in runs if run.is_dir()}
 
 
-def kill_after_first_checkpoint(project: Path, timeout: float = 300) -> dict[str, list[Path]]:
-    """Start the stage, SIGKILL its whole process group once any trial has checkpointed an epoch."""
+def kill_after_first_checkpoint(
+    project: Path, env: dict[str, str], timeout: float = 300
+) -> dict[str, list[Path]]:
+    """Start the stage, SIGKILL its driver once any trial has checkpointed an epoch (the cluster lives on, and
+    Ray ends the dead driver's trials)."""
     log = (project / "first_run.log").open("w")
     process = subprocess.Popen(
-        STAGE, cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        STAGE, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     deadline = time.monotonic() + timeout
     try:
@@ -79,12 +83,12 @@ def kill_after_first_checkpoint(project: Path, timeout: float = 300) -> dict[str
 
 
 @pytest.mark.heavy
-def test_killed_search_resumes_and_picks_the_trial_that_learns(tmp_path, digits_shards):
+def test_killed_search_resumes_and_picks_the_trial_that_learns(ray_head, tmp_path, digits_shards):
     project = write_project(tmp_path / "project", digits_shards)
-    before = kill_after_first_checkpoint(project)
+    before = kill_after_first_checkpoint(project, ray_head.env)
     assert not (project / TUNE_DIR).exists()  # nothing half-written by the killed run
 
-    result = subprocess.run(STAGE, cwd=project, capture_output=True, text=True, timeout=500)
+    result = subprocess.run(STAGE, cwd=project, env=ray_head.env, capture_output=True, text=True, timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tune: resuming" in result.stdout
     experiments = list((project / "ray_results/tune").iterdir())
