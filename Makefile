@@ -29,11 +29,14 @@ install: $(STAMP)
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
+# The fast cases on every core (pytest-xdist), then the heavy ones one at a time: each starts Ray clusters
+# or runs DVC pipelines, which side by side on a small machine would starve each other.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not heavy" -n auto
+	$(BIN)/python -m pytest -q -m heavy
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not heavy" -x
+	$(BIN)/python -m pytest -q -m "not heavy" -n auto -x
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
