@@ -29,11 +29,10 @@ install: $(STAMP)
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
-# The fast cases on every core (pytest-xdist), then the heavy ones one at a time: each starts Ray clusters
-# or runs DVC pipelines, which side by side on a small machine would starve each other.
+# pytest-xdist: the heavy cases one after another on one worker (tests/conftest.py groups them: each starts
+# Ray clusters or runs DVC pipelines), the fast ones on the other cores meanwhile.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not heavy" -n auto
-	$(BIN)/python -m pytest -q -m heavy
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not heavy" -n auto -x

@@ -9,9 +9,10 @@ dataset sharded with ``anytime.data.write_shards`` into a temporary directory. T
 (``address="local"``, loopback only) unless ``--address`` names one; everything the runs write goes to the
 temporary directory.
 
-With M members on at least M free cores the ideal ratio is about the longest member's share of the
-sequential time; on a loaded 2-core machine expect much less gain. Wall clock only (the work happens in
-Ray's worker processes).
+With M members on at least M free cores the ideal ratio is the longest member's share of the sequential
+time, which the script prints beside the measured one (members of EANN base 2: m1 costs twice m0, so
+about 2/3 for two members); on a loaded 2-core machine expect much less gain. Wall clock only (the work
+happens in Ray's worker processes).
 
     python -m bench.bench_parallel_members                  # 2 members (n = 1, 2), 1 epoch, 2 repeats
     python -m bench.bench_parallel_members --members 3 --num-cpus 8 --repeats 3   # quiet machine
@@ -117,9 +118,13 @@ def main() -> None:
             # fails its health check). A retried repeat is slower; the median over repeats absorbs it.
             build_trainer(config, name=name, storage_path=storage, scaling=scaling, max_failures=1).fit()
 
+        alone: dict[str, list[float]] = {config["member"]: [] for config in configs}
+
         def sequential() -> None:
             for config in configs:
+                start = time.perf_counter()
                 fit(config)
+                alone[config["member"]].append(time.perf_counter() - start)
 
         def parallel() -> None:
             with ThreadPoolExecutor(max_workers=len(configs)) as pool:
@@ -157,6 +162,14 @@ def main() -> None:
             ray.shutdown()
             shutil.rmtree(ray_tmp, ignore_errors=True)
     seq = float(np.median(sequential_seconds))
+    each = {member: float(np.median(seconds)) for member, seconds in alone.items()}
+    # With a worker each, side by side ends when the longest member does: its share of the sequential time.
+    ideal = max(each.values()) / sum(each.values())
+    print(
+        "# one after another, median per member: "
+        + ", ".join(f"{member} {seconds:.1f}s" for member, seconds in each.items())
+        + f"; the ideal ratio (the longest member's share) is {ideal:.3f}"
+    )
     print(
         ratio_line(f"members parallel/sequential wall time ({len(configs)} members)", ratios["parallel"]),
         f"  sequential {seq:.1f}s median",
