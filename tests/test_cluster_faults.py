@@ -32,6 +32,21 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+def refused(project: Path, stage: str, env: dict[str, str]) -> str:
+    """Run a stage that must refuse to start: exit 2 and one ``error:`` line, which is returned."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"pipelines.{stage}"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    [line] = error_lines(result.stderr)
+    return line
+
+
 def alive(processes: list[psutil.Process]) -> list[str]:
     """The processes still running (zombies count as gone), as "pid name" for the failure message."""
     left = []
@@ -139,16 +154,7 @@ def test_a_trial_driver_the_head_cannot_host_is_one_line(ray_head, digits_shards
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["tune"] |= {"member": "m0", "driver_cpus": 64}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.tune"],
-        cwd=project,
-        env=ray_head.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    [line] = error_lines(result.stderr)
+    line = refused(project, "tune", ray_head.env)
     assert "the cluster cannot run 1 trial driver(s) of CPU=64, memory=" in line, line
     assert f"CPU={ray_head.num_cpus}" in line
     assert not (project / "ray_results").exists()  # no trial started

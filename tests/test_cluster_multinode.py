@@ -27,6 +27,7 @@ import yaml
 from tests.fixtures.dvc_project import sh
 from tests.fixtures.ray_cluster import MultiNodeCluster, RayHead, assert_loopback_only
 from tests.fixtures.s3 import S3Endpoint
+from tests.test_cluster_faults import refused
 from tests.test_train_ray import check_outputs, history, write_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,16 +71,7 @@ def test_local_shards_on_a_multinode_cluster_are_one_line(
     ray_nodes: MultiNodeCluster, digits_shards: Path, tmp_path: Path
 ):
     project = write_project(tmp_path / "project", digits_shards, eann={"members": 1}, opt={"members": []})
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.train"],
-        cwd=project,
-        env=ray_nodes.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2, result.stderr[-3000:]
-    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    line = refused(project, "train", ray_nodes.env)
     assert "the cluster has 3 nodes but local paths were given" in line
     assert f"train.shards={digits_shards}, train.storage_path=ray_results" in line
 
