@@ -21,6 +21,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 pytest_plugins = ("tests.fixtures.digits", "tests.fixtures.ray_cluster", "tests.fixtures.s3")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the group into the node id suffix
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist with ``--dist loadgroup`` (``make test``), the heavy cases run one after another on
     one worker, each starting Ray clusters or DVC pipelines that side by side would starve each other on a
