@@ -4,8 +4,6 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
 # Subprocesses (dvc stages, `ray start`, `ray job` entrypoints, CLI tools) run `python`, `dvc`, ... from
 # PATH: make that the interpreter running the tests, even when its venv is not activated.
 _BIN = str(Path(sys.executable).parent)
@@ -20,12 +18,3 @@ os.environ["OMP_NUM_THREADS"] = "1"
 # Shared fixtures, registered once so session-scoped ones (a `ray start` head, digits shards) are built once.
 pytest_plugins = ("tests.fixtures.digits", "tests.fixtures.ray_cluster", "tests.fixtures.s3")
 
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the group into the node id suffix
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist with ``--dist loadgroup`` (``make test``), the heavy cases run one after another on
-    one worker, each starting Ray clusters or DVC pipelines that side by side would starve each other on a
-    small machine, while the fast cases share the other workers."""
-    for item in items:
-        if item.get_closest_marker("heavy"):
-            item.add_marker(pytest.mark.xdist_group("heavy"))
