@@ -182,6 +182,28 @@ def test_loading_a_member_refuses_anything_but_plain_weights(tmp_path):
         load_trained(tmp_path)
 
 
+# torch.save tags each storage with its device; while this is set, storages are tagged as on the first GPU
+# (as a member trained on a GPU is saved), so a CPU-only machine sees a real GPU checkpoint.
+_TAG_AS_GPU = threading.Event()
+torch.serialization.register_package(
+    -1, lambda _s: "cuda:0" if _TAG_AS_GPU.is_set() else None, lambda *_: None
+)
+
+
+def test_a_member_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
+    model = tiny()
+    _TAG_AS_GPU.set()
+    try:
+        torch.save({"config": model.config, "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    finally:
+        _TAG_AS_GPU.clear()
+    loaded = load_trained(tmp_path)
+    for (name, saved), (_, restored) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert restored.device.type == "cpu" and torch.equal(restored, saved), name
+
+
 @pytest.fixture(scope="module")
 def digits_model():
     """A small ResANN trained briefly on sklearn's embedded digits (8x8, 10 classes), split train/val/test."""
