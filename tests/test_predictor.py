@@ -46,6 +46,12 @@ def test_flops_budget_returns_the_last_head_that_fits_and_runs_nothing_past_it()
     assert result.flops == predictor.spent[0][2]
     assert [len(c) for c in calls] == [1, 1, 1, 0, 0, 0]  # units after head 2 never ran
     torch.testing.assert_close(result.logits, model(x, until=2)[2])
+    hard = predictor.predict(x, flops_budget=predictor.spent[0][2] + 1, deadline_s=60.0, hard=True)
+    assert (hard.head, hard.stopped_by, hard.flops) == (
+        2,
+        "budget",
+        predictor.spent[0][2],
+    )  # budget binds too
     full = predictor.predict(x)
     assert (full.head, full.stopped_by, full.flops) == (5, "complete", predictor.total_flops)
     nothing = predictor.predict(x, flops_budget=0)  # not even the first head fits
