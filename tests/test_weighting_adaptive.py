@@ -168,6 +168,12 @@ def test_adaloss_worked_example():
     )
 
 
+def test_adaloss_adds_the_final_extra_after_scaling_the_largest_weight_to_one():
+    # lbar = [4, 2]: u = [1/4, 1/2] -> [1/2, 1] -> [1/2, 3/2] (e = 1/2) -> [1/3, 1], up to the 1e-8 terms
+    w = adaloss_weights(torch.tensor([4.0, 2.0]), gamma=0.07, final_extra=0.5)
+    assert w.tolist() == pytest.approx([0.93 / 3 + 0.07, 1.0], abs=1e-7)
+
+
 @pytest.mark.parametrize(
     ("final_extra", "expected"), [(0.0, [0.535, 0.690, 0.845, 1.0]), (1.0, [0.3025, 0.380, 0.4575, 1.0])]
 )
