@@ -45,6 +45,12 @@ def test_alternating_adds_sum_over_rho_to_one_head_for_every_scheme(scheme):
         assert float(base[int(extra.argmax())]) > 0  # heads with B_s = 0 are never drawn
 
 
+def test_alternating_weights_are_rounded_to_float32_once():
+    # SIEVE K = 5: B = [3, 1, 2, 1, 7] / 7 sums to 2; step 1 adds 2 / 3 to the final head: 5 / 3, rounded once
+    weights = create_strategy("alternating", 5, rho=3.0).weights()
+    assert weights.tolist() == torch.tensor([3 / 7, 1 / 7, 2 / 7, 1 / 7, 5 / 3], dtype=torch.float32).tolist()
+
+
 def test_alternating_keeps_the_proportions_of_b_in_expectation():
     K = 8
     s = create_strategy("alternating", K, scheme="sieve", seed=3)
