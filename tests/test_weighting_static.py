@@ -81,6 +81,11 @@ def test_eann_first_head_is_half_the_heads_rounded_down(K, first):
     assert eann_first_head(K) == first
 
 
+def test_static_strategy_built_by_name_zeroes_the_first_half_for_eann():
+    weights = create_strategy("sieve", 8, eann=True).weights().tolist()
+    assert weights == pytest.approx([0, 0, 0, 0, 1 / 11, 2 / 11, 1 / 11, 1])
+
+
 def test_static_strategy_defaults_to_last_normalisation_without_eann():
     assert StaticStrategy(8, scheme="sieve").weights().tolist() == pytest.approx([r / 11 for r in SIEVE_8])
 
