@@ -12,10 +12,11 @@ from anytime.weighting import (
     create_strategy,
     eann_first_head,
     list_strategies,
+    register_strategy,
     static_weights,
     strategy_hparams,
 )
-from anytime.weighting.base import check_float, check_int, check_state_tensor
+from anytime.weighting.base import _REGISTRY, check_float, check_int, check_state_tensor
 
 SIEVE_8 = [1, 2, 1, 3, 1, 2, 1, 11]
 SIEVE_12 = [1, 2, 1, 4, 1, 2, 1, 3, 1, 2, 1, 19]
@@ -101,6 +102,22 @@ def test_registry_lists_static_names_and_builds_them():
     assert torch.equal(s.weights(), w)
     w[0] = 99.0  # the caller's copy, not the strategy's state
     assert s.weights()[0] != 99.0
+
+
+def test_a_registered_factory_is_built_by_name_and_a_taken_name_is_refused():
+    def make(num_heads, *, scale=1.0):
+        return StaticStrategy(num_heads, scheme="const")
+
+    register_strategy("test-only-const")(make)
+    try:
+        assert isinstance(create_strategy("test-only-const", 3), StaticStrategy)
+        assert strategy_hparams("test-only-const") == ("scale",)
+    finally:
+        del _REGISTRY["test-only-const"]  # the registry is global: leave it as the other tests expect
+    with pytest.raises(ValueError) as info:
+        register_strategy("const")(make)
+    assert str(info.value) == "weighting strategy 'const' is already registered"
+    assert create_strategy("const", 2).weights().tolist() == [1.0, 1.0]  # the built-in entry is untouched
 
 
 def test_static_state_dict_round_trips_through_weights_only_load():
