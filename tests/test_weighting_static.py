@@ -120,6 +120,13 @@ def test_a_registered_factory_is_built_by_name_and_a_taken_name_is_refused():
     assert create_strategy("const", 2).weights().tolist() == [1.0, 1.0]  # the built-in entry is untouched
 
 
+@pytest.mark.parametrize(("name", "kwargs"), [("const", {}), ("opt", {"j": 0}), ("adaloss", {})])
+def test_one_head_is_a_valid_network_for_static_and_adaptive_weights(name, kwargs):
+    s = create_strategy(name, 1, **kwargs)  # a plain network: its only head is the final one
+    s.update(torch.tensor([0.5]))
+    assert s.weights().tolist() == [1.0]
+
+
 def test_static_state_dict_round_trips_through_weights_only_load():
     s = create_strategy("opt", 4, j=3)
     s.start_epoch(5)
