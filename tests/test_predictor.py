@@ -1,7 +1,10 @@
 """Real anytime inference: budgets and deadlines stop the computation; early exit shrinks the batch."""
 
 import json
+import pickle
+import threading
 import time
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from anytime.eann.early_exit import average_cost, calibrate_threshold, classify_with_exits, running_costs
-from anytime.eann.predictor import AnytimePredictor
+from anytime.eann.predictor import AnytimePredictor, load_trained
 from anytime.flops import head_costs
 from anytime.models import create_model
 
@@ -43,9 +46,17 @@ def test_flops_budget_returns_the_last_head_that_fits_and_runs_nothing_past_it()
     assert result.flops == predictor.spent[0][2]
     assert [len(c) for c in calls] == [1, 1, 1, 0, 0, 0]  # units after head 2 never ran
     torch.testing.assert_close(result.logits, model(x, until=2)[2])
+    hard = predictor.predict(x, flops_budget=predictor.spent[0][2] + 1, deadline_s=60.0, hard=True)
+    assert (hard.head, hard.stopped_by, hard.flops) == (
+        2,
+        "budget",
+        predictor.spent[0][2],
+    )  # budget binds too
     full = predictor.predict(x)
     assert (full.head, full.stopped_by, full.flops) == (5, "complete", predictor.total_flops)
-    assert predictor.predict(x, flops_budget=0).logits is None  # not even the first head fits
+    nothing = predictor.predict(x, flops_budget=0)  # not even the first head fits
+    assert (nothing.logits, nothing.member, nothing.head, nothing.flops) == (None, None, None, 0.0)
+    assert (nothing.heads_computed, nothing.stopped_by) == (0, "budget") and nothing.elapsed_s >= 0
 
 
 def test_soft_deadline_is_checked_between_heads():
@@ -67,8 +78,38 @@ def test_hard_deadline_answers_on_time_with_the_latest_completed_head():
     result = predictor.predict(torch.randn(2, *SHAPE), deadline_s=0.8, hard=True)
     assert (result.head, result.stopped_by, result.heads_computed) == (2, "deadline", 3)
     assert 0.8 <= result.elapsed_s < 2.3  # answered at the deadline, while unit 3 was still sleeping
+    workers = [t for t in threading.enumerate() if t.name == "anytime-predictor"]
+    assert workers and all(t.daemon for t in workers)  # a late head never keeps the interpreter alive
     time.sleep(3.0)  # the worker thread finishes the head in progress and stops there
     assert [len(c) for c in calls] == [1, 1, 1, 1, 0, 0]
+
+
+def test_a_zero_deadline_answers_at_once_with_nothing():
+    model = tiny()
+    predictor = AnytimePredictor(model, SHAPE)
+    slow_unit(model, 0, 1.5)
+    x = torch.randn(2, *SHAPE)
+    soft = predictor.predict(x, deadline_s=0)  # checked before the first head: nothing runs
+    assert (soft.logits, soft.heads_computed, soft.stopped_by, soft.flops) == (None, 0, "deadline", 0.0)
+    hard = predictor.predict(x, deadline_s=0, hard=True)
+    assert (hard.logits, hard.heads_computed, hard.stopped_by, hard.flops) == (None, 0, "deadline", 0.0)
+    assert hard.elapsed_s < 1.0  # answered without waiting for the worker's 1.5 s head
+    for worker in [t for t in threading.enumerate() if t.name == "anytime-predictor"]:
+        worker.join()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"flops_budget": -1.0}, "flops_budget=-1.0 is invalid: must be >= 0"),
+        ({"deadline_s": -0.5}, "deadline_s=-0.5 is invalid: must be >= 0"),
+        ({"hard": True}, "hard=True needs deadline_s: the hard stop is a wall-clock deadline"),
+    ],
+)
+def test_bad_budgets_are_one_clear_value_error(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        AnytimePredictor(tiny(), SHAPE).predict(torch.randn(1, *SHAPE), **kwargs)
+    assert str(info.value) == message
 
 
 def test_eann_predictor_runs_members_in_turn_and_chooses_by_validation():
@@ -86,6 +127,23 @@ def test_eann_predictor_runs_members_in_turn_and_chooses_by_validation():
     assert [len(c) for c in calls] == [2, 1, 1, 0, 0, 0]  # run 1 stopped after head 0, run 2 after head 2
 
 
+def test_eann_compares_only_a_running_members_heads_and_answers_a_finished_members_final_head():
+    members = [tiny(0, n=1), tiny(1, n=1)]
+    x = torch.randn(3, *SHAPE)
+    # member 1's heads are all worse on validation than member 0's final head (0.3)
+    predictor = AnytimePredictor(members, SHAPE, val_errors=[[0.5, 0.4, 0.3], [0.9, 0.6, 0.35]])
+    penultimate = predictor.predict(x, flops_budget=predictor.spent[1][1])
+    assert (penultimate.member, penultimate.head, penultimate.heads_computed) == (0, 2, 5)
+    torch.testing.assert_close(penultimate.logits, members[0](x)[2])
+    finished = predictor.predict(x)  # member 1 has finished: its final head is the latest finished output
+    assert (finished.member, finished.head) == (1, 2)
+    torch.testing.assert_close(finished.logits, members[1](x)[2])
+    # without validation errors the latest head answers, whichever member it belongs to
+    plain = AnytimePredictor(members, SHAPE)
+    latest = plain.predict(x, flops_budget=plain.spent[1][0])
+    assert (latest.member, latest.head) == (1, 0)
+
+
 def test_eann_from_trained_outputs(tmp_path):
     members = [tiny(0, n=1), tiny(1, n=2)]
     for name, model in zip(("big", "small"), reversed(members), strict=True):  # listed out of depth order
@@ -99,6 +157,57 @@ def test_eann_from_trained_outputs(tmp_path):
     x = torch.randn(4, *SHAPE)
     result = predictor.predict(x)
     torch.testing.assert_close(result.logits, members[1](x)[-1])  # the saved weights, really loaded
+
+
+def test_spent_counts_every_earlier_member_in_full():
+    members = [tiny(0, n=1), tiny(1, n=1), tiny(2, n=2)]
+    own = [running_costs(m, SHAPE) for m in members]
+    predictor = AnytimePredictor(members, SHAPE)
+    assert predictor.spent[0] == own[0]  # the first member starts from nothing
+    assert predictor.spent[1] == [own[0][-1] + f for f in own[1]]
+    assert predictor.spent[2] == [own[0][-1] + own[1][-1] + f for f in own[2]]  # both earlier members
+    assert predictor.total_flops == own[0][-1] + own[1][-1] + own[2][-1]
+
+
+def test_bad_members_or_validation_errors_are_one_clear_value_error():
+    with pytest.raises(ValueError) as empty:
+        AnytimePredictor([], SHAPE)
+    assert str(empty.value) == "models is empty: need at least one AnytimeNet"
+    members = [tiny(0, n=1), tiny(1, n=1)]  # three heads each
+    for val_errors in ([[0.5, 0.4, 0.3], [0.3, 0.2]], [[0.5, 0.4, 0.3]]):
+        with pytest.raises(ValueError) as mismatch:
+            AnytimePredictor(members, SHAPE, val_errors=val_errors)
+        assert str(mismatch.value) == "val_errors must hold one error per head of every member"
+
+
+def test_loading_a_member_refuses_anything_but_plain_weights(tmp_path):
+    model = tiny()
+    checkpoint = {"config": model.config, "state_dict": model.state_dict()}
+    torch.save({**checkpoint, "note": Fraction(1, 2)}, tmp_path / "model.pt")  # unpickling runs its class
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_trained(tmp_path)
+
+
+# torch.save tags each storage with its device; while this is set, storages are tagged as on the first GPU
+# (as a member trained on a GPU is saved), so a CPU-only machine sees a real GPU checkpoint.
+_TAG_AS_GPU = threading.Event()
+torch.serialization.register_package(
+    -1, lambda _s: "cuda:0" if _TAG_AS_GPU.is_set() else None, lambda *_: None
+)
+
+
+def test_a_member_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
+    model = tiny()
+    _TAG_AS_GPU.set()
+    try:
+        torch.save({"config": model.config, "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    finally:
+        _TAG_AS_GPU.clear()
+    loaded = load_trained(tmp_path)
+    for (name, saved), (_, restored) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert restored.device.type == "cpu" and torch.equal(restored, saved), name
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,12 @@ def test_alternating_adds_sum_over_rho_to_one_head_for_every_scheme(scheme):
         assert float(base[int(extra.argmax())]) > 0  # heads with B_s = 0 are never drawn
 
 
+def test_alternating_weights_are_rounded_to_float32_once():
+    # SIEVE K = 5: B = [3, 1, 2, 1, 7] / 7 sums to 2; step 1 adds 2 / 3 to the final head: 5 / 3, rounded once
+    weights = create_strategy("alternating", 5, rho=3.0).weights()
+    assert weights.tolist() == torch.tensor([3 / 7, 1 / 7, 2 / 7, 1 / 7, 5 / 3], dtype=torch.float32).tolist()
+
+
 def test_alternating_keeps_the_proportions_of_b_in_expectation():
     K = 8
     s = create_strategy("alternating", K, scheme="sieve", seed=3)
@@ -102,10 +108,44 @@ def test_alternating_bad_hyperparameters(kwargs, fragment):
 
 def test_alternating_defaults_to_sieve_like_the_papers_aann():
     K = 8
-    default, sieve = create_strategy("alternating", K), create_strategy("alternating", K, scheme="sieve")
+    default, sieve = (
+        create_strategy("alternating", K),
+        create_strategy("alternating", K, scheme="sieve", seed=0),
+    )
     assert torch.equal(default.weights(), sieve.weights())
     assert default.weights().tolist() == pytest.approx([r / 11 for r in [1, 2, 1, 3, 1, 2, 1, 11 + 11]])
     assert selected_heads(default, 40, K) == selected_heads(sieve, 40, K)
+
+
+def test_alternating_takes_one_head_and_any_positive_rho():
+    s = create_strategy("alternating", 1, scheme="const", rho=0.5)  # extra = sum(B) / rho = 2
+    assert s.weights().tolist() == [3.0]
+    s.update(torch.ones(1))
+    assert s.weights().tolist() == [3.0]
+
+
+def test_alternating_seed_is_any_unsigned_64_bit_integer():
+    K = 4
+    top = create_strategy("alternating", K, seed=2**64 - 1)
+    assert selected_heads(top, 30, K) != selected_heads(create_strategy("alternating", K, seed=0), 30, K)
+    with pytest.raises(ValueError) as info:
+        create_strategy("alternating", K, seed=2**64)
+    assert str(info.value) == f"seed={2**64} is invalid: must be an integer in [0, {2**64 - 1}]"
+
+
+@pytest.mark.parametrize("selected", [0, 3])
+def test_alternating_loads_any_head_as_the_selected_one(selected):
+    s = create_strategy("alternating", 4, scheme="const", rho=4.0)  # extra = 1
+    s.load_state_dict(reload({**s.state_dict(), "selected": selected}))
+    assert s.weights().tolist() == [2.0 if k == selected else 1.0 for k in range(4)]
+
+
+@pytest.mark.parametrize("selected", [-1, 4, 1.0, None])
+def test_alternating_refuses_a_selected_head_out_of_range(selected):
+    s = create_strategy("alternating", 4)
+    with pytest.raises(ValueError) as info:
+        s.load_state_dict({**s.state_dict(), "selected": selected})
+    assert str(info.value) == f"state_dict['selected']={selected!r} is invalid: must be an integer in [0, 3]"
 
 
 def test_alternating_refuses_a_state_dict_of_another_strategy():
@@ -132,6 +172,12 @@ def test_adaloss_worked_example():
     assert adaloss_weights(LBAR, gamma=0.07, final_extra=1.0).tolist() == pytest.approx(
         [0.3025, 0.380, 0.4575, 1.0], abs=1e-7
     )
+
+
+def test_adaloss_adds_the_final_extra_after_scaling_the_largest_weight_to_one():
+    # lbar = [4, 2]: u = [1/4, 1/2] -> [1/2, 1] -> [1/2, 3/2] (e = 1/2) -> [1/3, 1], up to the 1e-8 terms
+    w = adaloss_weights(torch.tensor([4.0, 2.0]), gamma=0.07, final_extra=0.5)
+    assert w.tolist() == pytest.approx([0.93 / 3 + 0.07, 1.0], abs=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -192,6 +238,35 @@ def test_adaloss_resumes_from_a_checkpoint():
         resumed.update(losses)
         assert torch.equal(ref.weights(), resumed.weights())
     assert not torch.equal(ref.weights(), torch.ones(5))
+
+
+def test_adaloss_resumes_from_a_checkpoint_taken_before_its_first_step():
+    ref, resumed = create_strategy("adaloss", 4), create_strategy("adaloss", 4)
+    resumed.load_state_dict(reload(ref.state_dict()))
+    assert resumed.steps == 0 and torch.equal(resumed.weights(), torch.ones(4))
+    for s in (ref, resumed):
+        s.update(LBAR)
+    assert torch.equal(resumed.weights(), ref.weights())
+
+
+@pytest.mark.parametrize("steps", [-1, 2.0, None])
+def test_adaloss_refuses_a_step_count_that_is_not_a_count(steps):
+    s = create_strategy("adaloss", 4)
+    with pytest.raises(ValueError) as info:
+        s.load_state_dict({**s.state_dict(), "steps": steps})
+    assert str(info.value) == f"state_dict['steps']={steps!r} is invalid: must be an integer in [0, inf]"
+
+
+def test_adaloss_keeps_its_average_in_float64_and_takes_a_list():
+    # float32 losses of exact binary fractions; 0.9 * 0.5 + 0.1 * 0.25 = 0.475 is not a float32
+    s = create_strategy("adaloss", 2, final_extra=0.0)
+    s.update(torch.tensor([0.5, 0.25], dtype=torch.float32))
+    s.update(torch.tensor([0.25, 0.5], dtype=torch.float32))
+    assert s.loss_ema.tolist() == pytest.approx([0.475, 0.275], abs=1e-15)
+    listed = create_strategy("adaloss", 2, final_extra=0.0)
+    listed.update([0.5, 0.25])  # any sequence of floats, as torch.as_tensor takes it
+    listed.update([0.25, 0.5])
+    assert listed.loss_ema.tolist() == pytest.approx([0.475, 0.275], abs=1e-15)
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,9 @@ def test_relative_rewards_by_hand():
     # The final reward is never negative, and 0/0 counts as "no reduction".
     r = relative_rewards(torch.tensor([1.0, 2.0, 0.0, 0.0]), 0.85)
     assert r.tolist() == pytest.approx([-1.0, 1.0, 0.0, 0.85], abs=1e-11)
+    # computed in float64 whatever the losses' dtype: 1 - 1/3 is not rounded to float32
+    r = relative_rewards(torch.tensor([3.0, 1.0], dtype=torch.float32), 1.0)
+    assert r.dtype == torch.float64 and r.tolist() == pytest.approx([2 / 3, 2 / 3], abs=1e-15)
 
 
 def test_rwm_one_step_by_hand():
@@ -47,6 +50,22 @@ def test_exp3_one_step_by_hand_updates_only_the_emphasised_head():
     assert s.probabilities().tolist() == pytest.approx([0.7 * x + 0.15 for x in w], abs=1e-12)
 
 
+def test_exp3_two_steps_by_hand_weight_the_reward_by_its_inverse_probability():
+    s = create_strategy("exp3", 2)
+    s.start_epoch(1)
+    s.update(torch.tensor([2.0, 1.0]))  # step 1 as above: head 1 gains 0.3 * 0.425
+    w = [1.0, math.exp(0.3 * 0.425)]
+    q = [(1 - 0.0003) * x / sum(w) + 0.0003 / 2 for x in w]
+    chosen = s.selected  # drawn from p = 0.7 q + 0.15 by the seeded generator
+    p_s = 0.7 * q[chosen] + 0.15
+    s.update(torch.tensor([2.0, 1.0]))  # r = [0.5, 0.425] again, now with p_s * K != 1
+    gain = [0.0, 0.0]
+    gain[chosen] = 0.3 * [0.5, 0.425][chosen] / (p_s * 2)
+    w = [x * math.exp(g) for x, g in zip(q, gain, strict=True)]
+    q = [(1 - 0.0003) * x / sum(w) + 0.0003 / 2 for x in w]
+    assert s.probabilities().tolist() == pytest.approx([0.7 * x + 0.15 for x in q], abs=1e-12)
+
+
 def test_avgl_is_proportional_to_clipped_average_reward():
     s = create_strategy("avgl", 4)
     s.start_epoch(1)
@@ -55,6 +74,36 @@ def test_avgl_is_proportional_to_clipped_average_reward():
     clipped = [0.5, 0.0, 0.0, 0.425]
     expected = [0.7 * r / sum(clipped) + 0.3 / 4 for r in clipped]
     assert s.probabilities().tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_avgl_is_uniform_while_no_head_has_reduced_the_loss():
+    s = create_strategy("avgl", 3)
+    s.start_epoch(1)
+    s.update(torch.tensor([1.0, 2.0, 4.0]))  # r = [-1, -1, 0]: every clipped average is 0
+    assert s.probabilities().tolist() == pytest.approx([1 / 3] * 3, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_a_fresh_learner_is_uniform_in_float64_and_learns_only_once_told_the_epoch(name):
+    s = create_strategy(name, 3)
+    p = s.probabilities()
+    assert p.dtype == torch.float64 and p.tolist() == pytest.approx([1 / 3] * 3, abs=1e-15)
+    s.update(torch.tensor([4.0, 1.0, 1.0]))  # no start_epoch yet: still epoch 0
+    assert s.probabilities().tolist() == pytest.approx([1 / 3] * 3, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_learner_defaults_emphasise_by_half_the_const_total_and_draw_from_seed_zero(name):
+    K = 4
+    s, seeded = create_strategy(name, K), create_strategy(name, K, seed=0)
+    assert s.weights().tolist() == [1.0, 1.0, 1.0, 3.0]  # CONST base, extra = K / rho = 2 on the final head
+    heads = []
+    for learner in (s, seeded):
+        heads.append([])
+        for _ in range(30):
+            learner.update(torch.tensor([4.0, 2.0, 1.0, 1.0]))
+            heads[-1].append(learner.selected)
+    assert heads[0] == heads[1]
 
 
 @pytest.mark.parametrize("name", LEARNERS)
@@ -169,10 +218,11 @@ def test_needs_two_heads_and_one_loss_per_head(name):
         create_strategy(name, 3).update(torch.ones(2))
 
 
-@pytest.mark.parametrize("momentum", [0.9, 0.6])
+@pytest.mark.parametrize("momentum", [None, 0.9, 0.6])
 def test_avgl_moving_average_weights_the_past_by_momentum(momentum):
     """Two different rewards in a row: the EMA is momentum * old + (1 - momentum) * new, worked by hand."""
-    s = create_strategy("avgl", 2, momentum=momentum)
+    s = create_strategy("avgl", 2, **({} if momentum is None else {"momentum": momentum}))
+    momentum = 0.9 if momentum is None else momentum  # the default
     s.start_epoch(1)
     s.update(torch.tensor([2.0, 1.0]))  # r = [0.5, 0.85 * 0.5]: the EMA starts here
     s.update(torch.tensor([1.0, 2.0]))  # r = [-1, 0.85 * max(0, -1) = 0]
@@ -182,3 +232,22 @@ def test_avgl_moving_average_weights_the_past_by_momentum(momentum):
     clipped = [max(0.0, r) for r in ema]
     expected = [0.7 * r / sum(clipped) + 0.15 for r in clipped]
     assert s.probabilities().tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_avgl_resumes_from_a_checkpoint_taken_before_its_first_reward():
+    ref, resumed = create_strategy("avgl", 2), create_strategy("avgl", 2)
+    resumed.load_state_dict(reload(ref.state_dict()))
+    for s in (ref, resumed):
+        s.start_epoch(1)
+        s.update(torch.tensor([2.0, 1.0]))
+    assert resumed.reward_steps == 1 and torch.equal(resumed.probabilities(), ref.probabilities())
+
+
+@pytest.mark.parametrize("steps", [-1, 1.0])
+def test_avgl_refuses_a_reward_count_that_is_not_a_count(steps):
+    s = create_strategy("avgl", 2)
+    with pytest.raises(ValueError) as info:
+        s.load_state_dict({**s.state_dict(), "reward_steps": steps})
+    assert (
+        str(info.value) == f"state_dict['reward_steps']={steps!r} is invalid: must be an integer in [0, inf]"
+    )

@@ -5,7 +5,18 @@ import io
 import pytest
 import torch
 
-from anytime.weighting import SCHEMES, WeightingStrategy, create_strategy, list_strategies, static_weights
+from anytime.weighting import (
+    SCHEMES,
+    StaticStrategy,
+    WeightingStrategy,
+    create_strategy,
+    eann_first_head,
+    list_strategies,
+    register_strategy,
+    static_weights,
+    strategy_hparams,
+)
+from anytime.weighting.base import _REGISTRY, check_float, check_int, check_state_tensor
 
 SIEVE_8 = [1, 2, 1, 3, 1, 2, 1, 11]
 SIEVE_12 = [1, 2, 1, 4, 1, 2, 1, 3, 1, 2, 1, 19]
@@ -33,7 +44,8 @@ def test_exp_lin_k8_raw_is_the_documented_reconstruction():
 
 
 def test_const_and_opt():
-    assert static_weights("const", 5) == [1.0] * 5
+    assert static_weights("const", 5) == static_weights("const", 5, "none") == [1.0] * 5
+    assert static_weights("opt", 3, j=0) == [1.0, 0.0, 0.0]
     assert static_weights("opt", 5, j=2) == [0.0, 0.0, 1.0, 0.0, 0.0]
     # A one-hot is already normalised, including when its head is not the final one.
     assert static_weights("opt", 5, "sum", j=1) == static_weights("opt", 5, "last", j=1)
@@ -65,6 +77,20 @@ def test_eann_zeroes_first_half(K):
     assert sum(static_weights("const", K, "sum", eann=True)) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(("K", "first"), [(1, 0), (2, 1), (7, 3), (8, 4)])
+def test_eann_first_head_is_half_the_heads_rounded_down(K, first):
+    assert eann_first_head(K) == first
+
+
+def test_static_strategy_built_by_name_zeroes_the_first_half_for_eann():
+    weights = create_strategy("sieve", 8, eann=True).weights().tolist()
+    assert weights == pytest.approx([0, 0, 0, 0, 1 / 11, 2 / 11, 1 / 11, 1])
+
+
+def test_static_strategy_defaults_to_last_normalisation_without_eann():
+    assert StaticStrategy(8, scheme="sieve").weights().tolist() == pytest.approx([r / 11 for r in SIEVE_8])
+
+
 def test_registry_lists_static_names_and_builds_them():
     assert set(SCHEMES) <= set(list_strategies())
     s = create_strategy("sieve", num_heads=8)
@@ -76,6 +102,29 @@ def test_registry_lists_static_names_and_builds_them():
     assert torch.equal(s.weights(), w)
     w[0] = 99.0  # the caller's copy, not the strategy's state
     assert s.weights()[0] != 99.0
+
+
+def test_a_registered_factory_is_built_by_name_and_a_taken_name_is_refused():
+    def make(num_heads, *, scale=1.0):
+        return StaticStrategy(num_heads, scheme="const")
+
+    register_strategy("test-only-const")(make)
+    try:
+        assert isinstance(create_strategy("test-only-const", 3), StaticStrategy)
+        assert strategy_hparams("test-only-const") == ("scale",)
+    finally:
+        del _REGISTRY["test-only-const"]  # the registry is global: leave it as the other tests expect
+    with pytest.raises(ValueError) as info:
+        register_strategy("const")(make)
+    assert str(info.value) == "weighting strategy 'const' is already registered"
+    assert create_strategy("const", 2).weights().tolist() == [1.0, 1.0]  # the built-in entry is untouched
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("const", {}), ("opt", {"j": 0}), ("adaloss", {})])
+def test_one_head_is_a_valid_network_for_static_and_adaptive_weights(name, kwargs):
+    s = create_strategy(name, 1, **kwargs)  # a plain network: its only head is the final one
+    s.update(torch.tensor([0.5]))
+    assert s.weights().tolist() == [1.0]
 
 
 def test_static_state_dict_round_trips_through_weights_only_load():
@@ -114,3 +163,74 @@ def test_bad_input_is_one_clear_value_error(call, fragment):
     with pytest.raises(ValueError) as info:
         call()
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: static_weights("opt", 8), "scheme 'opt' needs the head index j, an integer in [0, 7]"),
+        (
+            lambda: static_weights("opt", 8, eann=True, j=1),
+            "j=1 is invalid with eann=True: heads 0..3 are zeroed for K=8",
+        ),
+        (lambda: eann_first_head(0), "num_heads=0 is invalid: must be an integer in [1, inf]"),
+        (lambda: create_strategy("const", 0), "num_heads=0 is invalid: must be an integer in [1, inf]"),
+        (lambda: static_weights("opt", 8, j=8), "j=8 is invalid: must be an integer in [0, 7]"),
+        (lambda: check_int("count", 1.5), "count=1.5 is invalid: must be an integer in [-inf, inf]"),
+        (lambda: check_int("flag", True, low=0), "flag=True is invalid: must be an integer in [0, inf]"),
+        (
+            lambda: create_strategy("adaloss", 2, gamma=1.5),
+            "gamma=1.5 is invalid: must be a number in (0.0, 1.0]",
+        ),
+        (
+            lambda: create_strategy("adaloss", 2, gamma=True),
+            "gamma=True is invalid: must be a number in (0.0, 1.0]",
+        ),
+        (
+            lambda: create_strategy("adaloss", 2, momentum=1.0),
+            "momentum=1.0 is invalid: must be a number in [0.0, 1.0)",
+        ),
+        (
+            lambda: create_strategy("adaloss", 2, final_extra=-0.5),
+            "final_extra=-0.5 is invalid: must be a number in [0.0, inf)",
+        ),
+        (lambda: check_float("x", float("nan"), low=0.0), "x=nan is invalid: must be a number in [0.0, inf)"),
+        (
+            lambda: check_state_tensor({"ema": [1.0]}, "ema", (1,)),
+            "state_dict['ema'] is list: expected a tensor of shape (1,)",
+        ),
+        (
+            lambda: check_state_tensor({"ema": torch.ones(2)}, "ema", (1,)),
+            "state_dict['ema'] is (2,): expected a tensor of shape (1,)",
+        ),
+        (
+            lambda: strategy_hparams("nope"),
+            f"weighting strategy 'nope' is unknown: choose one of {list_strategies()}",
+        ),
+    ],
+)
+def test_bad_input_messages_name_the_value_and_the_valid_range(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_interval_ends_are_valid_where_the_interval_is_closed():
+    assert check_float("gamma", 1.0, low=0.0, high=1.0, low_open=True) == 1.0
+    assert check_float("final_extra", 0, low=0.0) == 0.0
+    assert check_int("j", 7, low=0, high=7) == 7
+    assert create_strategy("adaloss", 2, gamma=1.0).gamma == 1.0
+
+
+def test_hyperparameters_of_a_strategy_include_what_its_base_takes():
+    assert strategy_hparams("avgl") == (
+        "momentum",
+        "gamma",
+        "rho_last",
+        "rho",
+        "scheme",
+        "seed",
+        "normalisation",
+        "eann",
+    )
+    assert strategy_hparams("opt") == ("j", "normalisation", "eann")
