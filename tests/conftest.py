@@ -17,4 +17,3 @@ os.environ["OMP_NUM_THREADS"] = "1"
 
 # Shared fixtures, registered once so session-scoped ones (a `ray start` head, digits shards) are built once.
 pytest_plugins = ("tests.fixtures.digits", "tests.fixtures.ray_cluster", "tests.fixtures.s3")
-
