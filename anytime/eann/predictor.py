@@ -147,17 +147,16 @@ class AnytimePredictor:
         start = time.monotonic()
         deadline = None if deadline_s is None else start + deadline_s
         lock, done, stop = threading.Lock(), threading.Event(), threading.Event()
-        state: dict = {"answer": None, "last": None, "computed": 0, "stopped_by": "complete", "closed": False}
+        state: dict = {"answer": None, "last": None, "computed": 0, "stopped_by": "complete"}
 
         def publish(answer, last, stopped_by="complete"):
             with lock:
-                if state["closed"]:  # answered at the deadline: later heads come too late
-                    return
                 if last is None:  # the run ended
                     state["stopped_by"] = stopped_by
                 else:
                     state.update(answer=answer, last=last, computed=state["computed"] + 1)
 
+        late = False
         if hard:
             worker = threading.Thread(
                 target=lambda: (self._run(x, flops_budget, None, stop, publish), done.set()),
@@ -165,13 +164,13 @@ class AnytimePredictor:
                 daemon=True,
             )
             worker.start()
-            if not done.wait(timeout=max(0.0, deadline - time.monotonic())):
-                stop.set()  # the worker finishes its current head, then stops; we answer now
-                with lock:
-                    state.update(stopped_by="deadline", closed=True)
+            late = not done.wait(timeout=max(0.0, deadline - time.monotonic()))
+            stop.set()  # past the deadline the worker finishes its current head, then stops
         else:
             self._run(x, flops_budget, deadline, stop, publish)
-        with lock:
+        with lock:  # what is in at the deadline is the answer: heads published later come too late
+            if late:
+                state["stopped_by"] = "deadline"
             answer, last, computed, stopped_by = (
                 state[k] for k in ("answer", "last", "computed", "stopped_by")
             )
