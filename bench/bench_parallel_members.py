@@ -43,7 +43,7 @@ import ray
 from bench.synthetic import synthetic_shards
 from bench.timing import add_compile_flag, bench_parser, ratio_line, setup
 from pipelines.config.train import EannParams, ScalingParams, TrainParams
-from pipelines.ray_cluster import scaling_config, start_loopback_cluster
+from pipelines.ray_cluster import connect, scaling_config, start_loopback_cluster
 from pipelines.training.run_plan import member_entries, run_config
 from pipelines.training.train_worker import build_trainer
 
@@ -131,8 +131,8 @@ def main() -> None:
                 list(pool.map(fit, configs))
 
         ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must stay short
-        if args.address:  # e.g. infra/ray/local_cluster.py's nodes (on this machine: they share the tmp dir)
-            ray.init(address=args.address, log_to_driver=False)
+        if args.address:  # joined as a stage joins it (on a loopback cluster the driver stays on 127.0.0.1)
+            connect(args.address)
         else:
             start_loopback_cluster(
                 num_cpus=args.num_cpus,
