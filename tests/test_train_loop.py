@@ -334,7 +334,7 @@ def run_ranks(world_size: int, rank_main) -> list:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=120)
+            thread.join(timeout=30)
         assert not any(thread.is_alive() for thread in threads), "a rank hung in a collective"
     finally:
         torch._C._distributed_c10d._set_thread_isolation_mode(False)
