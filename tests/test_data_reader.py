@@ -257,7 +257,7 @@ def test_encoded_images_decode_to_image_size(tmp_path: Path) -> None:
 
 
 def test_reader_errors(numbered: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="unknown split 'dev'; allowed: train, val, test$"):
+    with pytest.raises(DataError, match=r"unknown split 'dev'; allowed: train, val, test$"):
         ShardDataset(str(numbered), "dev")
     with pytest.raises(DataError, match=r"cannot read manifest\.json"):
         ShardDataset(str(tmp_path), "train")

@@ -168,6 +168,37 @@ def test_strategy_learns_from_every_step(digits):
     assert result["head_losses"] == pytest.approx(torch.stack(steps).mean(0).tolist(), rel=1e-5)
 
 
+def test_a_non_finite_loss_stops_the_epoch_naming_where(digits):
+    """The second batch's images are NaN: one line with the epoch, the step and every head's loss."""
+    seed_everything(7)
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4, period=1)
+    images, labels = (t[:8] for t in digits["train"].tensors)
+    batches = [(images, labels), (torch.full_like(images, float("nan")), labels)]
+    strategy = create_strategy("const", num_heads=model.num_heads)
+    with pytest.raises(FloatingPointError) as info:
+        train_one_epoch(
+            model, batches, make_optimizer(model), strategy, device="cpu", epoch=3, progress=False
+        )
+    assert str(info.value) == "non-finite loss at epoch 3, step 1: per-head losses [nan, nan, nan]"
+
+
+def test_an_empty_loader_is_a_clear_value_error():
+    model = create_model("resann", in_channels=1, n=1, c=2)
+    strategy = create_strategy("const", num_heads=model.num_heads)
+    with pytest.raises(ValueError, match=r"^loader yielded no batches: nothing to train on$"):
+        train_one_epoch(model, [], make_optimizer(model), strategy, device="cpu", epoch=0, progress=False)
+
+
+def test_progress_is_a_bar_per_epoch_by_default(digits, capsys):
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=2)
+    strategy = create_strategy("const", num_heads=model.num_heads)
+    batches = [tuple(t[:8] for t in digits["train"].tensors)]
+    train_one_epoch(model, batches, make_optimizer(model), strategy, device="cpu", epoch=4)
+    assert "epoch 4" in capsys.readouterr().err
+    train_one_epoch(model, batches, make_optimizer(model), strategy, device="cpu", epoch=5, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_checkpoint_round_trip_resumes_identically(digits, tmp_path):
     subset = TensorDataset(*(t[:320] for t in digits["train"].tensors))
     straight = make_run()
