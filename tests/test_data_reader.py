@@ -3,6 +3,7 @@ per-dataset augmentation, normalisation, DataLoader workers and S3 roots."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -24,6 +25,7 @@ from anytime.data import (
     read_dataset,
     write_shards,
 )
+from anytime.data.reader import Piece, shard_filesystem
 from anytime.data.transforms import augment_images
 from tests.fixtures import s3 as s3_fixtures
 from tests.fixtures.datasets import write_imagefolder
@@ -126,6 +128,68 @@ def test_shuffle_depends_on_seed_and_epoch_only(numbered: Path) -> None:
     assert [sample_index(x, plain.manifest) for x, _ in plain] == list(range(103))
 
 
+def test_defaults_read_in_stored_order_unaugmented_and_shuffle_as_seed_zero_epoch_zero(
+    numbered: Path,
+) -> None:
+    default = ShardDataset(str(numbered), "train")
+    assert default.augment is None and default.shuffle_groups == 4
+    assert [sample_index(x, default.manifest) for x, _ in default] == list(range(103))
+
+    def order(ds: ShardDataset) -> list[int]:
+        return [sample_index(x, ds.manifest) for x, _ in ds]
+
+    explicit = ShardDataset(str(numbered), "train", shuffle=True, seed=0)
+    explicit.set_epoch(0)
+    assert order(ShardDataset(str(numbered), "train", shuffle=True)) == order(explicit)
+
+
+def test_plan_cuts_the_row_groups_by_hand(tmp_path: Path) -> None:
+    """10 rows in 2 shards of 5, row groups of 3 and 2: A0 = rows 0-2, A1 = 3-4, B0 = 5-7, B1 = 8-9."""
+    ds = ShardDataset(str(shard(tmp_path, 10, rows_per_shard=5, row_group_rows=3)), "train")
+    a, b = sorted({piece.path for piece in ds.groups})
+    assert [(p.path, p.row_group, p.stop) for p in ds.groups] == [(a, 0, 3), (a, 1, 2), (b, 0, 3), (b, 1, 2)]
+    # two ranks of 5 rows, each cut for two workers into 2 + 3 rows; no empty piece at a group's edge
+    assert ds.plan(0, 2, 0, 2) == [Piece(a, 0, 0, 2)]
+    assert ds.plan(0, 2, 1, 2) == [Piece(a, 0, 2, 3), Piece(a, 1, 0, 2)]
+    assert ds.plan(1, 2, 0, 2) == [Piece(b, 0, 0, 2)]
+    assert ds.plan(1, 2, 1, 2) == [Piece(b, 0, 2, 3), Piece(b, 1, 0, 2)]
+    # three ranks: rows 0-2, 3-5, 6-9
+    assert ds.plan(0, 3, 0, 1) == [Piece(a, 0, 0, 3)]
+    assert ds.plan(1, 3, 0, 1) == [Piece(a, 1, 0, 2), Piece(b, 0, 0, 1)]
+    assert ds.plan(2, 3, 0, 1) == [Piece(b, 0, 1, 3), Piece(b, 1, 0, 2)]
+
+
+def test_shuffle_mixes_rows_within_windows_of_four_row_groups(tmp_path: Path) -> None:
+    """8 row groups of 2 rows, shuffled: rows 0-7 come from the first 4 groups of the epoch's group order, in
+    an order mixed across those groups (not group after group), rows 8-15 from the other 4."""
+    ds = ShardDataset(str(shard(tmp_path, 16, rows_per_shard=16, row_group_rows=2)), "train", shuffle=True)
+    groups = [piece.row_group for piece in ds.plan(0, 1, 0, 1)]
+    assert sorted(groups) == list(range(8))
+    got = [sample_index(x, ds.manifest) for x, _ in ds]
+    group_of = [index // 2 for index in got]
+    assert sorted(group_of[:8]) == sorted(2 * groups[:4]) and sorted(group_of[8:]) == sorted(2 * groups[4:])
+    assert group_of[:8] != [g for g in groups[:4] for _ in range(2)]  # mixed, not each group's rows in turn
+
+
+def test_augmentation_flips_some_samples_reproducibly_per_epoch(numbered: Path) -> None:
+    """Sample k's pixels are (k // 256, k % 256) = (0, k): a horizontal flip reads (k, 0)."""
+    ds = ShardDataset(str(numbered), "train", augment=Augment(flip=True))
+
+    def flipped() -> list[bool]:
+        out = []
+        for k, (x, _) in enumerate(ds):
+            pixels = np.rint((x.numpy() * ds.manifest["std"][0] + ds.manifest["mean"][0]) * 255).ravel()
+            assert pixels.tolist() in ([0, k], [k, 0]), (k, pixels)
+            out.append(pixels.tolist() == [k, 0] and k > 0)
+        return out
+
+    first = flipped()
+    assert 20 < sum(first) < 82  # about half of the 102 samples that a flip changes
+    assert flipped() == first
+    ds.set_epoch(1)
+    assert flipped() != first
+
+
 def test_labels_and_normalisation(numbered: Path) -> None:
     ds = ShardDataset(str(numbered), "train")
     images, labels = zip(*ds, strict=True)
@@ -193,7 +257,7 @@ def test_encoded_images_decode_to_image_size(tmp_path: Path) -> None:
 
 
 def test_reader_errors(numbered: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="unknown split 'dev'"):
+    with pytest.raises(DataError, match=r"unknown split 'dev'; allowed: train, val, test$"):
         ShardDataset(str(numbered), "dev")
     with pytest.raises(DataError, match=r"cannot read manifest\.json"):
         ShardDataset(str(tmp_path), "train")
@@ -201,14 +265,21 @@ def test_reader_errors(numbered: Path, tmp_path: Path) -> None:
         ShardDataset("gs://bucket/x", "train")
 
 
-def test_s3_root_reads_same_samples(numbered: Path, s3_server: S3Endpoint) -> None:
+def test_s3_root_reads_same_samples(
+    numbered: Path, s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket = s3_server.make_bucket("shards")
     for path in numbered.rglob("*"):
         if path.is_file():
             s3_server.put(bucket, f"numbered/{path.relative_to(numbered)}", path.read_bytes())
+    # an explicit endpoint_url wins over the environment's (here a closed port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     assert (
         load_manifest("s3://shards/numbered", endpoint_url=s3_server.url)["splits"]["train"]["count"] == 103
     )
+    explicit = ShardDataset("s3://shards/numbered", "train", endpoint_url=s3_server.url)
+    assert [sample_index(x, explicit.manifest) for x, _ in explicit] == list(range(103))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.url)
     remote = ShardDataset(
         "s3://shards/numbered", "train", shuffle=True, seed=2
     )  # endpoint from AWS_ENDPOINT_URL
@@ -218,6 +289,66 @@ def test_s3_root_reads_same_samples(numbered: Path, s3_server: S3Endpoint) -> No
     ]
 
 
+def s3_options(root: str, endpoint_url: str | None = None) -> tuple[dict, str]:
+    """The options of the pyarrow S3 filesystem ``shard_filesystem`` builds (as pickling records them)."""
+    fs, path = shard_filesystem(root, endpoint_url)
+    return fs.__reduce__()[1][0], path
+
+
+def test_s3_endpoint_and_region_come_from_the_argument_then_the_aws_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9001")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9002")
+    options, path = s3_options("s3://bucket/dataX/", "http://127.0.0.1:9000")
+    assert (options["endpoint_override"], options["scheme"], path) == (
+        "127.0.0.1:9000",
+        "http",
+        "bucket/dataX",
+    )
+    assert s3_options("s3://bucket/data")[0]["endpoint_override"] == "127.0.0.1:9001"  # the S3-only variable
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    assert s3_options("s3://bucket/data")[0]["endpoint_override"] == "127.0.0.1:9002"
+    options, _ = s3_options("s3://bucket/data", "//127.0.0.1:9003")
+    assert (options["endpoint_override"], options["scheme"]) == (
+        "127.0.0.1:9003",
+        "https",
+    )  # no scheme: https
+    # AWS_REGION before AWS_DEFAULT_REGION, as boto3 reads them (the AWS C++ SDK alone prefers the other)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    assert s3_options("s3://bucket/data")[0]["region"] == "eu-west-3"
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert s3_options("s3://bucket/data")[0]["region"] == "eu-west-3"  # AWS itself, no endpoint
+
+
+def test_a_root_with_a_trailing_slash_is_the_same_root(tmp_path: Path) -> None:
+    root = shard(tmp_path / "shardsX", 10, rows_per_shard=5, row_group_rows=5)  # a name ending in X
+    assert shard_filesystem(f"{root}/", None)[1] == str(root)
+    ds = ShardDataset(f"{root}/", "train")
+    assert [sample_index(x, ds.manifest) for x, _ in ds] == list(range(10))
+    (root / "manifest.json").write_text("{")
+    with pytest.raises(DataError, match="^" + str(root) + r"/manifest\.json: not valid JSON"):
+        load_manifest(f"{root}/")
+
+
+def test_a_manifest_without_augment_reads_with_no_augmentation(numbered: Path, tmp_path: Path) -> None:
+    """Manifests written before augmentation was recorded: ``augment=True`` means none."""
+    manifest = json.loads((numbered / "manifest.json").read_text())
+    del manifest["augment"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    for path in numbered.iterdir():
+        if path.name != "manifest.json":
+            (tmp_path / path.name).symlink_to(path)
+    assert ShardDataset(str(tmp_path), "train", augment=True).augment == Augment()
+
+
+def without(*keys: str):
+    return lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k not in keys})
+
+
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
@@ -225,6 +356,7 @@ def test_s3_root_reads_same_samples(numbered: Path, s3_server: S3Endpoint) -> No
         (lambda text: "[1, 2]", r"manifest\.json: not a JSON object"),
         (lambda text: text.replace('"encoding"', '"encodin"'), r"manifest\.json: missing encoding; re-run"),
         (lambda text: text.replace('"test"', '"tset"'), r"manifest\.json: missing splits\.test\.shards"),
+        (without("encoding", "std"), r"manifest\.json: missing encoding, std; re-run"),
     ],
 )
 def test_damaged_manifest_is_one_line_naming_it(tmp_path: Path, damage, expected: str) -> None:

@@ -3,6 +3,7 @@
 import copy
 import os
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -167,6 +168,37 @@ def test_strategy_learns_from_every_step(digits):
     assert result["head_losses"] == pytest.approx(torch.stack(steps).mean(0).tolist(), rel=1e-5)
 
 
+def test_a_non_finite_loss_stops_the_epoch_naming_where(digits):
+    """The second batch's images are NaN: one line with the epoch, the step and every head's loss."""
+    seed_everything(7)
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4, period=1)
+    images, labels = (t[:8] for t in digits["train"].tensors)
+    batches = [(images, labels), (torch.full_like(images, float("nan")), labels)]
+    strategy = create_strategy("const", num_heads=model.num_heads)
+    with pytest.raises(FloatingPointError) as info:
+        train_one_epoch(
+            model, batches, make_optimizer(model), strategy, device="cpu", epoch=3, progress=False
+        )
+    assert str(info.value) == "non-finite loss at epoch 3, step 1: per-head losses [nan, nan, nan]"
+
+
+def test_an_empty_loader_is_a_clear_value_error():
+    model = create_model("resann", in_channels=1, n=1, c=2)
+    strategy = create_strategy("const", num_heads=model.num_heads)
+    with pytest.raises(ValueError, match=r"^loader yielded no batches: nothing to train on$"):
+        train_one_epoch(model, [], make_optimizer(model), strategy, device="cpu", epoch=0, progress=False)
+
+
+def test_progress_is_a_bar_per_epoch_by_default(digits, capsys):
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=2)
+    strategy = create_strategy("const", num_heads=model.num_heads)
+    batches = [tuple(t[:8] for t in digits["train"].tensors)]
+    train_one_epoch(model, batches, make_optimizer(model), strategy, device="cpu", epoch=4)
+    assert "epoch 4" in capsys.readouterr().err
+    train_one_epoch(model, batches, make_optimizer(model), strategy, device="cpu", epoch=5, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_checkpoint_round_trip_resumes_identically(digits, tmp_path):
     subset = TensorDataset(*(t[:320] for t in digits["train"].tensors))
     straight = make_run()
@@ -306,6 +338,77 @@ def test_seed_everything_reproduces_init_and_draws():
     draws_b = (torch.rand(3), np.random.rand(3))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(draws_a[0], draws_b[0]) and np.array_equal(draws_a[1], draws_b[1])
+
+
+def run_ranks(world_size: int, rank_main) -> list:
+    """``rank_main(rank)`` on ``world_size`` threads joined in one torch.distributed group, with torch's
+    in-process threaded backend (its collectives really sum over the threads): a data-parallel run in a
+    second, without spawning processes. Returns each rank's result."""
+    from torch.testing._internal.distributed import multi_threaded_pg
+
+    store, results, errors = torch.distributed.HashStore(), {}, []
+
+    def thread_main(rank: int) -> None:
+        torch.distributed.init_process_group("threaded", rank=rank, world_size=world_size, store=store)
+        try:
+            results[rank] = rank_main(rank)
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+            multi_threaded_pg.ProcessLocalGroup.exception_handle(exc)  # wake the ranks waiting on it
+        finally:
+            torch.distributed.destroy_process_group()
+
+    multi_threaded_pg._install_threaded_pg()
+    torch._C._distributed_c10d._set_thread_isolation_mode(True)
+    try:
+        threads = [threading.Thread(target=thread_main, args=(r,), daemon=True) for r in range(world_size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads), "a rank hung in a collective"
+    finally:
+        torch._C._distributed_c10d._set_thread_isolation_mode(False)
+        multi_threaded_pg._uninstall_threaded_pg()
+        multi_threaded_pg.ProcessLocalGroup.reset()
+    if errors:
+        raise errors[0]
+    return [results[rank] for rank in range(world_size)]
+
+
+def test_ranks_average_their_head_losses_and_stop_at_the_shortest_rank(digits):
+    """Two ranks (threads) on different, uneven data: both stop after the shorter rank's 2 batches, and each
+    strategy sees the mean of the two ranks' own step losses (AdaLoss's EMA rebuilt from them here)."""
+    seed_everything(6)
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4, period=1)
+    images, labels = digits["train"].tensors
+    data = [(images[:64], labels[:64]), (images[64:160], labels[64:160])]  # 2 and 3 batches of 32
+
+    def rank_main(rank: int):
+        replica = copy.deepcopy(model)
+        outputs = []
+        replica.register_forward_hook(lambda _m, _i, out: outputs.append([o.detach() for o in out]))
+        strategy = create_strategy("adaloss", num_heads=3, momentum=0.5, update_period=1)
+        loader = DataLoader(TensorDataset(*data[rank]), batch_size=32)
+        optimizer = make_optimizer(replica, lr=0.05)
+        result = train_one_epoch(replica, loader, optimizer, strategy, device="cpu", epoch=0, progress=False)
+        batches = [
+            (x[32 * i : 32 * (i + 1)], y[32 * i : 32 * (i + 1)]) for x, y in [data[rank]] for i in range(3)
+        ]
+        local = [
+            torch.stack([F.cross_entropy(o, y) for o in out])
+            for out, (_, y) in zip(outputs, batches, strict=False)
+        ]
+        return result, strategy, torch.stack(local).double()
+
+    (result0, strategy0, local0), (result1, strategy1, local1) = run_ranks(2, rank_main)
+    assert local0.shape == local1.shape == (2, 3) and not torch.allclose(local0, local1)
+    assert result0["samples"] == result1["samples"] == 64 and strategy0.steps == strategy1.steps == 2
+    mean = (local0 + local1) / 2
+    ema = 0.5 * mean[0] + 0.5 * mean[1]
+    torch.testing.assert_close(strategy0.loss_ema, ema)
+    torch.testing.assert_close(strategy1.loss_ema, ema)
+    assert result0["head_losses"] == result1["head_losses"] == pytest.approx(mean.mean(0).tolist(), rel=1e-5)
 
 
 SHARD_ROWS = 37  # odd: the two ranks' ranges differ by one sample
