@@ -3,6 +3,7 @@
 import copy
 import os
 import pickle
+import random
 import threading
 
 import numpy as np
@@ -15,6 +16,7 @@ from anytime.models import create_model
 from anytime.train import (
     evaluate,
     load_checkpoint,
+    make_grad_scaler,
     make_optimizer,
     make_scheduler,
     restore_checkpoint,
@@ -281,6 +283,98 @@ def test_load_refuses_arbitrary_pickles(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
+def test_checkpoint_of_a_plain_module_holds_only_what_was_given(tmp_path):
+    """A network without ``config`` (any nn.Module) saves an empty one; parts not given are ``None``, a
+    missing ``extra`` is ``{}``; folders are made as needed."""
+    path = save_checkpoint(tmp_path / "runs" / "a" / "last.pt", model=torch.nn.Linear(2, 1), epoch=7)
+    assert path == tmp_path / "runs" / "a" / "last.pt"
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["config"] == {} and checkpoint["extra"] == {} and checkpoint["epoch"] == 7
+    assert [checkpoint[k] for k in ("optimizer", "scheduler", "strategy", "scaler")] == [None] * 4
+    assert checkpoint["model"].keys() == {"weight", "bias"}
+
+    model = create_model("resann", in_channels=1, n=1, c=2)
+    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "net.pt", model=model, epoch=0))
+    assert checkpoint["config"] == model.config and checkpoint["config"]["c"] == 2
+
+
+def test_checkpoint_is_written_to_a_hidden_temp_beside_it(tmp_path, monkeypatch):
+    """The temp file lives in the target's folder (``os.replace`` is atomic only within one file system) under
+    a hidden name; afterwards only the checkpoint is left."""
+    seen = []
+    real_save = torch.save
+
+    def save_and_look(obj, f):
+        seen.extend(os.listdir(tmp_path))
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", save_and_look)
+    save_checkpoint(tmp_path / "last.pt", model=torch.nn.Linear(2, 1), epoch=0)
+    assert len(seen) == 1 and seen[0].startswith(".last.pt.") and seen[0].endswith(".tmp"), seen
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_a_minimal_checkpoint_needs_only_model_and_epoch(tmp_path):
+    torch.save({"model": {}, "epoch": 3}, tmp_path / "min.pt")
+    assert load_checkpoint(tmp_path / "min.pt") == {"model": {}, "epoch": 3}
+
+
+def test_restore_loads_only_the_parts_given_and_refuses_absent_ones(tmp_path):
+    """Restoring the strategy alone works without an optimiser or scheduler; asking for a part the checkpoint
+    lacks is a clear error, not a silent fresh start (the resumed run would differ from the straight one)."""
+    model = create_model("resann", in_channels=1, n=1, c=2)
+    strategy = create_strategy("adaloss", num_heads=3)
+    strategy.update(torch.tensor([1.0, 2.0, 4.0]))  # the first update sets the EMA to the losses themselves
+    path = save_checkpoint(tmp_path / "last.pt", model=model, strategy=strategy, epoch=2)
+
+    fresh = create_strategy("adaloss", num_heads=3)
+    assert restore_checkpoint(load_checkpoint(path), model=model, strategy=fresh) == 3
+    assert fresh.loss_ema.tolist() == [1.0, 2.0, 4.0] and fresh.steps == 1
+    for part in ("optimizer", "scheduler"):
+        optimizer = make_optimizer(model)
+        given = {"optimizer": optimizer, "scheduler": make_scheduler(optimizer, epochs=4)}
+        with pytest.raises(ValueError, match=f"^checkpoint has no {part} state to restore$"):
+            restore_checkpoint(load_checkpoint(path), model=model, **{part: given[part]})
+
+
+def test_grad_scaler_state_round_trips_when_saved_and_is_left_alone_when_not(tmp_path):
+    """A CPU GradScaler, enabled, stands for a CUDA run's: its calibrated scale must survive a resume."""
+    model = torch.nn.Linear(2, 1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    with_scaler = load_checkpoint(save_checkpoint(tmp_path / "a.pt", model=model, scaler=scaler, epoch=0))
+    assert with_scaler["scaler"]["scale"] == 1024.0
+    fresh = torch.amp.GradScaler("cpu")  # init_scale 2**16
+    restore_checkpoint(with_scaler, model=model, scaler=fresh)
+    assert fresh.get_scale() == 1024.0
+    assert restore_checkpoint(with_scaler, model=model) == 1  # a saved scaler need not be restored
+
+    without = load_checkpoint(save_checkpoint(tmp_path / "b.pt", model=model, epoch=0))
+    untouched = torch.amp.GradScaler("cpu")
+    restore_checkpoint(without, model=model, scaler=untouched)
+    assert untouched.get_scale() == 2.0**16
+
+
+def test_checkpoint_of_a_compiled_model_has_its_bare_keys(tmp_path):
+    """``torch.compile``'s wrapper, never called (so nothing compiles), is unwrapped on save and restore."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    compiled = torch.compile(model)
+    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "last.pt", model=compiled, epoch=0))
+    assert checkpoint["model"].keys() == {"0.weight", "0.bias"}
+    other = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    restore_checkpoint(checkpoint, model=torch.compile(other))
+    assert torch.equal(other[0].weight, model[0].weight)
+
+
+def lrs(scheduler, optimizer, epochs: int) -> list[float]:
+    """The learning rate of each of ``epochs`` epochs, the scheduler stepped once per epoch."""
+    out = []
+    for _ in range(epochs):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
 def test_optimizer_groups_and_scheduler_shapes():
     model = create_model("resann", in_channels=1, n=1, c=4)
     plain = make_optimizer(model, lr=0.2, weight_decay=1e-3)
@@ -291,14 +385,6 @@ def test_optimizer_groups_and_scheduler_shapes():
     norm_and_bias = {id(p) for m in model.modules() for p in m.parameters(recurse=False) if p.ndim == 1}
     assert {id(p) for p in exempt["params"]} == norm_and_bias
     assert len(decayed["params"]) + len(exempt["params"]) == len(list(model.parameters()))
-
-    def lrs(scheduler, optimizer, epochs):
-        out = []
-        for _ in range(epochs):
-            out.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-        return out
 
     opt = make_optimizer(model, lr=1.0)
     assert lrs(make_scheduler(opt, name="step", epochs=8), opt, 8) == pytest.approx(
@@ -322,6 +408,11 @@ def test_optimizer_groups_and_scheduler_shapes():
         (lambda m: make_scheduler(make_optimizer(m), epochs=5, milestones=[9]), r"\[1, 5\]"),
         (lambda m: make_scheduler(make_optimizer(m), epochs=5, gamma=2.0), r"gamma=2.0 .*\(0.0, 1.0\]"),
         (lambda m: seed_everything(-1), r"seed=-1 "),
+        (lambda m: seed_everything(2**32), r"seed=4294967296 .*\[0, 4294967295\]"),
+        (lambda m: make_optimizer(m, momentum=-0.1), r"momentum=-0.1 .*\[0.0, 1.0\)"),
+        (lambda m: make_scheduler(make_optimizer(m), epochs=5, gamma=0.0), r"gamma=0.0 .*\(0.0, 1.0\]"),
+        (lambda m: make_scheduler(make_optimizer(m), epochs=5, milestones=[1.5]), r"milestones=\[1.5\]"),
+        (lambda m: make_scheduler(make_optimizer(m), epochs=5, milestones=[0, 2]), r"\[1, 5\]"),
     ],
 )
 def test_bad_settings_raise_clear_value_error(build, match):
@@ -329,15 +420,103 @@ def test_bad_settings_raise_clear_value_error(build, match):
         build(create_model("resann", in_channels=1, n=1, c=2))
 
 
-def test_seed_everything_reproduces_init_and_draws():
-    seed_everything(7)
+def test_optimizer_defaults_are_the_resnet_recipe_and_frozen_parameters_stay_out():
+    """SGD, lr 0.1, momentum 0.9, weight decay 1e-4 on everything, no Nesterov: the papers' recipe."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    model[1].weight.requires_grad_(False)
+    (group,) = make_optimizer(model).param_groups
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.1, 0.9, 1e-4)
+    assert group["nesterov"] is False and group["dampening"] == 0
+    assert [id(p) for p in group["params"]] == [id(model[0].weight), id(model[0].bias), id(model[1].bias)]
+
+    split = make_optimizer(model, lr=0.5, momentum=0.0, weight_decay=0.25, decay_norm_and_bias=False)
+    settings = [(g["lr"], g["momentum"], g["weight_decay"], g["nesterov"]) for g in split.param_groups]
+    assert settings == [(0.5, 0.0, 0.25, False), (0.5, 0.0, 0.0, False)]  # momentum 0 without Nesterov: valid
+    assert [[id(p) for p in g["params"]] for g in split.param_groups] == [
+        [id(model[0].weight)],
+        [id(model[0].bias), id(model[1].bias)],
+    ]
+
+
+def test_step_schedule_milestones_and_gamma_by_hand():
+    """Default milestones at epochs // 2 and 3 * epochs // 4, at least 1, merged when equal; a milestone may
+    be the last epoch; ``gamma`` multiplies the rate at each milestone."""
+    model = torch.nn.Linear(2, 1)
+
+    def milestones(epochs: int, **kwargs) -> list[int]:
+        scheduler = make_scheduler(make_optimizer(model), epochs=epochs, **kwargs)
+        assert isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR)  # "step" is the default
+        return sorted(scheduler.milestones.elements())
+
+    assert [milestones(e) for e in (1, 2, 3, 5, 8)] == [[1], [1], [1, 2], [2, 3], [4, 6]]
+    assert milestones(5, milestones=(2, 5)) == [2, 5]
+
+    opt = make_optimizer(model, lr=1.0)
+    assert lrs(make_scheduler(opt, epochs=4, milestones=[1, 3], gamma=0.5), opt, 4) == [1.0, 0.5, 0.5, 0.25]
+    opt = make_optimizer(model, lr=1.0)
+    assert lrs(make_scheduler(opt, epochs=2, milestones=[1], gamma=1.0), opt, 2) == [1.0, 1.0]
+    opt = make_optimizer(model, lr=1.0)
+    assert lrs(make_scheduler(opt, name="cosine", epochs=1), opt, 2) == [1.0, 0.0]
+
+
+@pytest.fixture
+def torch_determinism():
+    """Puts back torch's process-wide determinism settings, which ``seed_everything`` changes."""
+    cudnn = torch.backends.cudnn
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    cudnn.deterministic, cudnn.benchmark = saved[2:]
+
+
+def test_seed_everything_asks_for_deterministic_kernels(torch_determinism, monkeypatch):
+    """By default: deterministic algorithms (warning where there are none), deterministic cuDNN without
+    benchmarking, and the cuBLAS workspace deterministic cuBLAS needs, unless the user set one."""
+    cudnn = torch.backends.cudnn
+    torch.use_deterministic_algorithms(False)
+    cudnn.deterministic, cudnn.benchmark = False, True
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seed_everything(0, deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled() and not cudnn.deterministic and cudnn.benchmark
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+    seed_everything(0)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert cudnn.deterministic and not cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_mixed_precision_is_off_on_cpu(digits):
+    """Autocast and the grad scaler are CUDA-only: on the CPU ``amp=True`` computes exactly what ``amp=False``
+    does (CPU autocast would run in bfloat16)."""
+    assert not make_grad_scaler("cpu").is_enabled() and not make_grad_scaler(torch.device("cpu")).is_enabled()
+    seed_everything(0)
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=4, period=1)
+    test = DataLoader(digits["test"], batch_size=200)
+    amp_on, amp_off = evaluate(model, test, device="cpu"), evaluate(model, test, device="cpu", amp=False)
+    assert np.array_equal(amp_on[0], amp_off[0]) and np.array_equal(amp_on[1], amp_off[1])
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**32 - 1])  # both ends of the valid range
+def test_seed_everything_reproduces_init_and_draws(seed):
+    seed_everything(seed)
     a = create_model("resann", in_channels=1, n=1, c=4).state_dict()
-    draws_a = (torch.rand(3), np.random.rand(3))
-    seed_everything(7)
+    draws_a = (torch.rand(3), np.random.rand(3), random.random())
+    seed_everything(seed)
     b = create_model("resann", in_channels=1, n=1, c=4).state_dict()
-    draws_b = (torch.rand(3), np.random.rand(3))
+    draws_b = (torch.rand(3), np.random.rand(3), random.random())
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(draws_a[0], draws_b[0]) and np.array_equal(draws_a[1], draws_b[1])
+    assert draws_a[2] == draws_b[2]
 
 
 def run_ranks(world_size: int, rank_main) -> list:
