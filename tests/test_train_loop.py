@@ -354,11 +354,17 @@ def test_grad_scaler_state_round_trips_when_saved_and_is_left_alone_when_not(tmp
     assert untouched.get_scale() == 2.0**16
 
 
-def test_checkpoint_of_a_compiled_model_has_its_bare_keys(tmp_path):
-    """``torch.compile``'s wrapper, never called (so nothing compiles), is unwrapped on save and restore."""
+def test_checkpoint_of_a_wrapped_model_has_its_bare_keys(tmp_path, monkeypatch):
+    """``torch.compile``'s wrapper (never called, so nothing compiles) around DDP (one gloo rank on loopback)
+    is unwrapped on save and restore: the file has the bare network's keys."""
     model = torch.nn.Sequential(torch.nn.Linear(2, 1))
-    compiled = torch.compile(model)
-    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "last.pt", model=compiled, epoch=0))
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1, store=torch.distributed.HashStore())
+    try:
+        wrapped = torch.compile(torch.nn.parallel.DistributedDataParallel(model))
+        checkpoint = load_checkpoint(save_checkpoint(tmp_path / "last.pt", model=wrapped, epoch=0))
+    finally:
+        torch.distributed.destroy_process_group()
     assert checkpoint["model"].keys() == {"0.weight", "0.bias"}
     other = torch.nn.Sequential(torch.nn.Linear(2, 1))
     restore_checkpoint(checkpoint, model=torch.compile(other))
