@@ -314,6 +314,15 @@ def test_checkpoint_is_written_to_a_hidden_temp_beside_it(tmp_path, monkeypatch)
     assert os.listdir(tmp_path) == ["last.pt"]
 
 
+def test_load_refuses_pickles_even_when_the_environment_asks_torch_for_them(tmp_path, monkeypatch):
+    """``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` turns full unpickling on for every ``torch.load`` that does not
+    pass ``weights_only`` itself: the checkpoint loader must pass it."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    torch.save({"model": {}, "epoch": 0, "payload": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
 def test_a_minimal_checkpoint_needs_only_model_and_epoch(tmp_path):
     torch.save({"model": {}, "epoch": 3}, tmp_path / "min.pt")
     assert load_checkpoint(tmp_path / "min.pt") == {"model": {}, "epoch": 3}
