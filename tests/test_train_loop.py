@@ -5,13 +5,16 @@ import os
 import pickle
 import random
 import threading
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
 
+import anytime.train as train_module
 from anytime.models import create_model
 from anytime.train import (
     evaluate,
@@ -199,6 +202,39 @@ def test_progress_is_a_bar_per_epoch_by_default(digits, capsys):
     assert "epoch 4" in capsys.readouterr().err
     train_one_epoch(model, batches, make_optimizer(model), strategy, device="cpu", epoch=5, progress=False)
     assert capsys.readouterr().err == ""
+
+
+class RecordingBar(tqdm):
+    """tqdm that keeps every bar made and the postfixes set on it (the real bar still draws)."""
+
+    made: ClassVar[list["RecordingBar"]] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.postfixes: list[tuple[dict[str, str], bool]] = []
+        RecordingBar.made.append(self)
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        self.postfixes.append((kwargs, refresh))
+        super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+
+def test_progress_bar_is_transient_and_shows_the_losses_every_ten_steps(digits, monkeypatch):
+    # One batch repeated at a negligible lr: every step sees the losses a copy of the model gives beforehand.
+    model = create_model("resann", num_classes=10, in_channels=1, n=1, c=2)
+    strategy = create_strategy("const", num_heads=model.num_heads)
+    batch = tuple(t[:16] for t in digits["train"].tensors)
+    reference = copy.deepcopy(model).train()
+    with torch.no_grad():
+        heads = torch.stack([F.cross_entropy(out, batch[1]) for out in reference(batch[0])])
+    weighted = (strategy.weights() * heads).sum()
+    monkeypatch.setattr(train_module, "tqdm", RecordingBar)
+    RecordingBar.made.clear()
+    train_one_epoch(model, [batch] * 11, make_optimizer(model, lr=1e-12), strategy, device="cpu", epoch=3)
+    (bar,) = RecordingBar.made
+    assert bar.desc.startswith("epoch 3") and bar.leave is False and bar.dynamic_ncols  # cleared, resizes
+    expected = {"loss": f"{weighted.item():.3f}", "final": f"{heads[-1].item():.3f}"}
+    assert bar.postfixes == [(expected, False), (expected, False)]  # steps 0 and 10; drawn at its own pace
 
 
 def test_checkpoint_round_trip_resumes_identically(digits, tmp_path):
