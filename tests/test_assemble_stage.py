@@ -24,8 +24,7 @@ from pipelines.cli import UserError
 from pipelines.paths import OPT_DIR, opt_run_name
 from pipelines.report import markdown, read_assembly
 from pipelines.trained_runs import opt_baselines, shared_test_size
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.fixtures.stages import REPO, run_stage
 
 
 def write_run(root: Path, name: str, flops, val, test, *, test_size: int, eann: bool = False) -> None:
@@ -79,18 +78,6 @@ def edit_params(workdir: Path, **changes) -> None:
     written = yaml.safe_load(path.read_text())
     for name, value in changes.items():
         assert lookup(written, name.replace("__", ".")) == value
-
-
-def stage(cwd: Path, name: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", f"pipelines.{name}"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def table(text: str, heading: str) -> list[list[str]]:
@@ -156,8 +143,8 @@ def test_two_members_worked_by_hand(workdir):
         assemble__near_optimal_from=0.5,
         assemble__milestones=[0.25, 0.5, 0.75, 1.0],
     )
-    assert stage(workdir, "assemble").returncode == 0
-    result = stage(workdir, "report")
+    assert run_stage("assemble", workdir).returncode == 0
+    result = run_stage("report", workdir)
     assert result.returncode == 0, result.stderr
     report = workdir / "outputs/report"
     text = (report / "report.md").read_text()
@@ -320,7 +307,7 @@ def test_on_a_large_test_set_differences_are_told_apart():
 def test_assemble_and_report_on_member_outputs(workdir):
     members = synthetic_outputs(workdir)
     edit_params(workdir, assemble__workers=None)
-    assert stage(workdir, "assemble").returncode == 0
+    assert run_stage("assemble", workdir).returncode == 0
     assembly = json.loads((workdir / "outputs/assemble/assembly.json").read_text())
     summary, curves = assembly["summary"], assembly["curves"]
     assert list(curves) == ["sequential", "fifo-W1", "fifo-W2", "fifo-W3", "OPT", "OPT+"]
@@ -334,7 +321,7 @@ def test_assemble_and_report_on_member_outputs(workdir):
     assert len(summary["schedules"]["sequential"]["budget_to_match_opt"]) == 2
     assert [(r["head"], r["trained"]) for r in summary["member_vs_opt"]] == [(3, False), (15, True)]
 
-    result = stage(workdir, "report")
+    result = run_stage("report", workdir)
     assert result.returncode == 0, result.stderr
     report = workdir / "outputs/report"
     text = (report / "report.md").read_text()
@@ -354,21 +341,21 @@ def test_bad_params_fail_before_any_work_and_keep_old_outputs(workdir):
     old.mkdir(parents=True)
     (old / "assembly.json").write_text("previous")
     edit_params(workdir, assemble__near_optimal_from=2)
-    result = stage(workdir, "assemble")
+    result = run_stage("assemble", workdir)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "assemble.near_optimal_from" in result.stderr
     assert (old / "assembly.json").read_text() == "previous"
 
 
 def test_missing_members_and_too_many_workers_are_user_errors(workdir):
-    result = stage(workdir, "assemble")
+    result = run_stage("assemble", workdir)
     assert result.returncode == 2 and "run the train stage first" in result.stderr
     synthetic_outputs(workdir, members=2)
     edit_params(workdir, assemble__workers=[1, 3])
-    result = stage(workdir, "assemble")
+    result = run_stage("assemble", workdir)
     assert result.returncode == 2 and "at most 2 workers" in result.stderr
     assert not (workdir / "outputs/assemble").exists()
-    result = stage(workdir, "report")
+    result = run_stage("report", workdir)
     assert result.returncode == 2 and "run the assemble stage first" in result.stderr
 
 
@@ -393,7 +380,7 @@ def test_opt_runs_are_matched_to_member_heads_by_the_train_stage_names():
 
 def test_a_corrupt_assembly_is_one_line_naming_the_file(workdir):
     two_members_and_opt(workdir)
-    assert stage(workdir, "assemble").returncode == 0
+    assert run_stage("assemble", workdir).returncode == 0
     path = workdir / "outputs/assemble/assembly.json"
     assert read_assembly(path).summary.test_size == 20
     assembly = json.loads(path.read_text())

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.fixtures.ray_cluster import assert_loopback_only
+from tests.fixtures.stages import run_stage
 from tests.test_train_ray import history, write_project
 
 TRAIN = [sys.executable, "-m", "pipelines.train"]
@@ -34,14 +35,7 @@ def error_lines(stderr: str) -> list[str]:
 
 def refused(project: Path, stage: str, env: dict[str, str]) -> str:
     """Run a stage that must refuse to start: exit 2 and one ``error:`` line, which is returned."""
-    result = subprocess.run(
-        [sys.executable, "-m", f"pipelines.{stage}"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_stage(stage, project, env)
     assert result.returncode == 2, result.stderr[-3000:]
     [line] = error_lines(result.stderr)
     return line

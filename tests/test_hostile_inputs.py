@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import resource
-import subprocess
-import sys
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +20,8 @@ from pipelines.cli import run
 from tests.fixtures import hostile
 from tests.fixtures.datasets import write_imagefolder, write_svhn
 from tests.fixtures.http import serve_directory
+from tests.fixtures.stages import REPO, run_stage
 
-REPO = Path(__file__).resolve().parents[1]
 MEMORY_LIMIT = 2 << 30
 
 
@@ -174,13 +172,11 @@ def _limit_memory() -> None:
 
 def _run(stage: str, work: Path, bounded: bool, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     if bounded:
-        done = subprocess.run(
-            [sys.executable, "-m", f"pipelines.{stage}"],
-            cwd=work,
+        done = run_stage(
+            stage,
+            work,
             # glibc reserves 64 MiB of address space per thread arena: cap them so the limit measures data
             env={**os.environ, "PYTHONPATH": str(REPO), "MALLOC_ARENA_MAX": "2"},
-            capture_output=True,
-            text=True,
             preexec_fn=_limit_memory,
         )
         return done.returncode, done.stderr

@@ -6,9 +6,6 @@ in-process for many mutations, and on a few real stage processes for the end-to-
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,8 @@ from hypothesis import strategies as st
 from pipelines.cli import run
 from pipelines.config import Params, load_params
 from tests.fixtures.params import project_params
+from tests.fixtures.stages import run_stage
 
-REPO = Path(__file__).resolve().parents[1]
 Path_ = tuple[str | int, ...]
 
 scalars = st.one_of(
@@ -129,13 +126,7 @@ def test_real_stage_processes_refuse_a_mutated_file_in_one_line(stage: str, tmp_
     raw = copy.deepcopy(project_params())
     raw["train"]["schedule"] = {"name": "step", "milestones": [99]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    done = subprocess.run(
-        [sys.executable, "-m", f"pipelines.{stage}"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-    )
+    done = run_stage(stage, tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [
         "error: params.yaml: train.schedule.milestones = [99]: must be strictly increasing epochs in 1..8 "
