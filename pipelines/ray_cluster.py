@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import psutil
 import ray
@@ -209,6 +209,23 @@ def require_shared_paths(paths: Mapping[str, str]) -> None:
             f"the cluster has {nodes} nodes but local paths were given ({', '.join(local)}): "
             "use locations every node reads (s3://...)"
         )
+
+
+class NodeLog:
+    """The node each run last reported from: a line when a run first reports, and when it moves on after its
+    node was lost (train runs and tune trials alike)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.nodes: dict[str, str] = {}
+
+    def moved(self, run: str, result: Mapping[str, Any]) -> str | None:
+        """``"<stage>: <run> epoch <e> on node <id>"`` when ``run`` reports from a new node, else None."""
+        node = result.get("node_id")
+        if node is None or self.nodes.get(run) == node:
+            return None
+        self.nodes[run] = node
+        return f"{self.stage}: {run} epoch {result['epoch']} on node {node}"
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from pipelines.io import atomic_path
 from pipelines.live import StageLive
 from pipelines.paths import MEMBERS_DIR, OPT_DIR
 from pipelines.ray_cluster import (
+    NodeLog,
     ReportForwarder,
     driver_queue,
     interrupted,
@@ -127,7 +128,7 @@ class ConcurrentTraining:
         self.reports: Queue = driver_queue()
         self.fingerprints: dict[str, str] = {}
         self.bars: dict[str, tqdm] = {}
-        self.nodes: dict[str, str] = {}  # the Ray node each run last reported from
+        self.node_log = NodeLog("train")
 
     def fit(self, run: PlannedRun) -> Result:
         """One run to its end (in a driver thread); its Ray name resumes its last checkpoint, if any."""
@@ -150,10 +151,8 @@ class ConcurrentTraining:
         while not self.reports.empty():
             items.append(self.reports.get_nowait())
         for name, metrics in items:
-            node = metrics.get("node_id")
-            if node is not None and self.nodes.get(name) != node:
-                self.nodes[name] = node
-                tqdm.write(f"train: {name} epoch {metrics['epoch']} on node {node}")
+            if line := self.node_log.moved(name, metrics):
+                tqdm.write(line)
             self.live.log_epoch(name, self.fingerprints[name], metrics)
             self.bars[name].n = int(metrics["epoch"]) + 1
             self.bars[name].set_postfix(val_err=f"{metrics['val_top1_final']:.3f}")

@@ -48,7 +48,7 @@ from pipelines.config.train import MILESTONE_KEYS, MemberParams
 from pipelines.config.tune import TuneParams
 from pipelines.io import atomic_path, write_json
 from pipelines.paths import TUNE_BEST_PARAMS, TUNE_DIR
-from pipelines.ray_cluster import stage_session, storage_uri
+from pipelines.ray_cluster import NodeLog, stage_session, storage_uri
 from pipelines.training.run_plan import (
     code_digest,
     fingerprint,
@@ -147,13 +147,11 @@ class TrialNodeLog(tune.Callback):
     went on after its node was lost (the train stage logs its runs the same way)."""
 
     def __init__(self) -> None:
-        self.nodes: dict[str, str] = {}
+        self.node_log = NodeLog("tune")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        node = result.get("node_id")
-        if node is not None and self.nodes.get(trial.trial_id) != node:
-            self.nodes[trial.trial_id] = node
-            print(f"tune: trial {trial.trial_id} epoch {result['epoch']} on node {node}", flush=True)
+        if line := self.node_log.moved(f"trial {trial.trial_id}", result):
+            print(line, flush=True)
 
 
 def trial_driver(tp: TuneParams) -> dict[str, float]:
