@@ -127,8 +127,9 @@ def hydra_value(value: Any) -> str:
 
 
 def set_args(experiment: Experiment) -> list[str]:
-    """``-S key=value`` arguments for ``dvc exp run``."""
+    """``-S ++key=value`` arguments for ``dvc exp run`` (``++``: also the keys params.yaml leaves at their
+    defaults)."""
     args = []
     for key, value in experiment.overrides.items():
-        args += ["-S", f"{key}={hydra_value(value)}"]
+        args += ["-S", f"++{key}={hydra_value(value)}"]
     return args

@@ -1,9 +1,10 @@
 """DVC stage ``report``: the assemble stage's ``Assembly`` -> what a person reads and what DVC tracks.
 
-Writes ``outputs/report/`` in one atomic step: ``report.md`` (read first), ``metrics.json`` (a handful of
-numbers for ``dvc metrics show/diff``), two CSVs for ``dvc plots`` with a ``series`` column (``plots/
-schedules.csv``: every EANN schedule and OPT overlaid; ``plots/heads.csv``: every member's per-head test
-error) and PNG ``figures/`` (matplotlib's object API, ``Figure.savefig``: Agg, never a display).
+Writes ``outputs/report/`` in one atomic step: ``report.md`` (read first), ``metrics.json`` (the EANN's
+headline numbers for ``dvc exp show`` and ``dvc metrics diff``), two CSVs for ``dvc plots`` with a
+``series`` column (``plots/schedules.csv``: every EANN schedule and OPT overlaid; ``plots/heads.csv``:
+every member's per-head test error) and PNG ``figures/`` (matplotlib's object API, ``Figure.savefig``:
+Agg, never a display).
 """
 
 from __future__ import annotations
@@ -269,19 +270,12 @@ def markdown(assembly: Assembly, figures: Mapping[str, str]) -> str:
 
 
 def dvc_metrics(summary: EannSummary) -> dict:
-    """A handful of numbers to diff between experiments: final error, AUC, error at each milestone."""
-
-    def headline(curve) -> dict:
-        return {"final_error": curve.final_test_error, "auc": curve.auc, "error_at": curve.error_at}
-
-    metrics = {"test_size": summary.test_size, "eann": headline(summary.schedules["sequential"])}
+    """The EANN's headline numbers, one ``dvc exp show`` column each: final error, AUC, error at each
+    milestone, and OPT's AUC to hold it against. The FIFO schedules and per-network numbers are plots."""
+    eann = summary.schedules["sequential"]
+    metrics = {"final_error": eann.final_test_error, "auc": eann.auc, "error_at": eann.error_at}
     if "OPT" in summary.baselines:
-        metrics["opt"] = headline(summary.baselines["OPT"])
-    metrics["fifo"] = {
-        f"W{s.workers}": {"auc": s.auc, "finish_budget": s.finish_budget}
-        for label, s in summary.schedules.items()
-        if label.startswith("fifo-")
-    }
+        metrics["opt_auc"] = summary.baselines["OPT"].auc
     return metrics
 
 

@@ -105,7 +105,10 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
     base = run_config(train, entry, manifest, shards=shards, endpoint_url=params.data.endpoint_url)
     objective = member_objective(tp, entry, base)
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
-    trained = {k: v for k, v in base.items() if k != "weighting"}  # every trial replaces the weighting
+    # Every trial replaces the weighting and the optimiser settings in the space: applying the winner to
+    # params.yaml then leaves the name alone, and the re-run stage restores this search.
+    trained = {k: v for k, v in base.items() if k != "weighting"}
+    trained["optimizer"] = {k: v for k, v in base["optimizer"].items() if k not in tp.space.optimizer}
     digest = fingerprint(
         {"tune": search, "member": trained, "objective_first_head": objective.first_head},
         manifest,
@@ -295,7 +298,10 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
             frame.to_csv(tmp, index=False)
 
 
-def write_outputs(results: tune.ResultGrid, plan: TrialPlan, params: Params, experiment: str) -> dict:
+def write_outputs(
+    results: tune.ResultGrid, plan: TrialPlan, params: Params, experiment: str
+) -> tuple[dict, str]:
+    """The tables, figure, winner's settings and ``best.json``; returns that summary and the best trial."""
     tp = params.tune
     trials, history = tables(results, plan, tp.epochs)
     best = pick_best(trials)
@@ -311,19 +317,15 @@ def write_outputs(results: tune.ResultGrid, plan: TrialPlan, params: Params, exp
             "# Apply with: dvc exp run $(python -m pipelines.tune --print-overrides)\n"
             + yaml.safe_dump(overrides, sort_keys=False)
         )
-    summary = {  # columns of `dvc exp show`: the winner's settings are in best_params.yaml, not here
+    # Columns of `dvc exp show`: the winner's settings are in best_params.yaml, the rest in trials.csv.
+    summary = {
         "objective": tp.objective,
-        "best_trial": best["trial_id"],
         "best_objective": float(best["objective"]),
-        "best_val_top1_final": float(best["val_top1_final"]),
         "best_strategy": best["strategy"],
         "trials": len(trials),
-        "completed": int((trials["status"] == "completed").sum()),
-        "stopped": int((trials["status"] == "stopped").sum()),
-        "errored": int((trials["status"] == "error").sum()),
     }
     write_json(TUNE_DIR / "best.json", summary)
-    return summary
+    return summary, best["trial_id"]
 
 
 def print_overrides(path: Path) -> None:
@@ -368,12 +370,12 @@ def main(argv: list[str] | None = None) -> None:
     ):
         results = make_tuner(params, plan, experiment).fit()
     try:
-        summary = write_outputs(results, plan, params, experiment)
+        summary, best_trial = write_outputs(results, plan, params, experiment)
     except RuntimeError as exc:  # every trial failed: nothing to write, the Ray log above says why
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     print(
-        f"tune: best of {summary['trials']} trials is {summary['best_trial']} ({summary['best_strategy']}, "
+        f"tune: best of {summary['trials']} trials is {best_trial} ({summary['best_strategy']}, "
         f"{summary['objective']} = {summary['best_objective']:.4f}); settings in {TUNE_BEST_PARAMS}"
     )
 

@@ -16,7 +16,9 @@ import io
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -158,6 +160,20 @@ def overridden_params(overrides: list[str]) -> dict:
     return params
 
 
+def dvc_applies(command: Command, overrides: list[str]) -> None:
+    """DVC itself applies the ``-S`` overrides to params.yaml: a plain ``key=value`` must name a key the file
+    has (``++key=value`` for one it leaves at its default)."""
+    from dvc.utils.hydra import apply_overrides
+
+    with tempfile.TemporaryDirectory() as tmp:
+        params = Path(tmp) / "params.yaml"
+        shutil.copy(ROOT / "params.yaml", params)
+        try:
+            apply_overrides(params, [re.sub(r"\$\w+", "x", o) for o in overrides])
+        except Exception as error:  # DVC's InvalidArgumentError; the Hydra cause says why
+            pytest.fail(f"{command}: {error.__cause__ or error}")
+
+
 def check_dvc(command: Command, argv: list[str]) -> None:
     from dvc.cli import DvcParserError
     from dvc.cli.parser import get_main_parser
@@ -167,6 +183,7 @@ def check_dvc(command: Command, argv: list[str]) -> None:
     error = _parse_exits_cleanly(parse, argv[1:], errors=(DvcParserError,))
     assert error is None, f"{command}: {error}"
     overrides = getattr(parsed[0], "set_param", None) or []
+    dvc_applies(command, overrides)
     # shell variables ("$ANYTIME_SHARDS") are the user's values: only their keys can be checked
     concrete = [o for o in overrides if "$" not in o]
     from pipelines.config import ParamsError, validate_params

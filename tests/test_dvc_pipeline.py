@@ -10,11 +10,15 @@ all of it: each stage run costs a Ray Train start-up.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc.ui.table import SHOW_MAX_WIDTH
 
 from tests.fixtures.dvc_project import commit, copy_project, history, sh, tiny_params
 
@@ -30,7 +34,8 @@ GIT_TRACKED = (  # small metrics and plot data: what `dvc exp show` / `dvc plots
     "outputs/report/plots/schedules.csv",
     "outputs/report/plots/heads.csv",
 )
-METRICS = ("outputs/live/metrics.json", "outputs/tune/best.json", "outputs/report/metrics.json")
+METRICS = ("outputs/tune/best.json", "outputs/report/metrics.json")  # the columns of `dvc exp show`
+LIVE_SUMMARY = "outputs/live/metrics.json"  # per run: tracked by Git, read with `--targets`
 
 
 def tiny_pipeline(project: Path, b_epochs: int = 1) -> None:
@@ -53,6 +58,16 @@ def metrics_by_revision(project: Path) -> dict[str, dict]:
         for key in filter(None, (row["rev"], row.get("name"))):  # a commit's rev, an experiment's name
             found[key] = {name: files[name]["data"] for name in files}
     return found
+
+
+def assert_exp_show_fits(project: Path) -> None:
+    """Every column of the default ``dvc exp show`` table is drawn: wider than DVC's cap, its pager view
+    squeezes the table and drops columns (on main it once dropped most params)."""
+    table = sh(project, "dvc", "exp", "show", "--no-pager", env={**os.environ, "COLUMNS": "100000"})
+    width = max(len(line.rstrip()) for line in table.splitlines())
+    assert width <= SHOW_MAX_WIDTH, f"dvc exp show is {width} columns wide:\n{table.splitlines()[1]}"
+    headers = next(csv.reader(io.StringIO(sh(project, "dvc", "exp", "show", "--csv"))))
+    assert len(headers) < 40, headers
 
 
 def repro_trains_all_then_nothing_then_only_the_edited_member(project: Path, env: dict[str, str]) -> None:
@@ -109,18 +124,20 @@ def test_repro_reruns_only_what_changed_and_a_clone_shows_every_metric_and_plot(
     head = sh(clone, "git", "rev-parse", "HEAD").strip()
     shown = metrics_by_revision(clone)
     for revision in ("workspace", head):
-        assert set(METRICS) <= set(shown[revision])
-        live = shown[revision]["outputs/live/metrics.json"]
-        assert set(live) == {"a", "b"} and 0 <= live["b"]["test_error"] <= 1
+        assert set(shown[revision]) == set(METRICS)
+        assert 0 <= shown[revision]["outputs/report/metrics.json"]["auc"] <= 1
         assert shown[revision]["outputs/tune/best.json"]["trials"] == 1
+    live = json.loads(sh(clone, "dvc", "metrics", "show", "--json", LIVE_SUMMARY))[""]["data"][LIVE_SUMMARY]
+    assert set(live["data"]) == {"a", "b"} and 0 <= live["data"]["b"]["test_error"] <= 1
     overrides = sh(clone, "python", "-m", "pipelines.tune", "--print-overrides")
     assert "-S ++train.weighting.strategy=" in overrides  # best_params.yaml came with the clone
 
-    sh(clone, "dvc", "exp", "run", "-n", "one-worker", "-S", "assemble.workers=[1]")
+    # A key params.yaml lacks, added with `++`: assemble re-runs, train and tune do not.
+    sh(clone, "dvc", "exp", "run", "-n", "two-milestones", "-S", "++assemble.milestones=[0.5,1]")
     shown = metrics_by_revision(clone)
-    assert shown["one-worker"]["outputs/live/metrics.json"] == shown[head]["outputs/live/metrics.json"]
-    assert set(METRICS) <= set(shown["one-worker"])
-    diff = json.loads(sh(clone, "dvc", "plots", "diff", head, "one-worker", "--json"))
+    assert shown["two-milestones"]["outputs/tune/best.json"] == shown[head]["outputs/tune/best.json"]
+    assert set(shown["two-milestones"]["outputs/report/metrics.json"]["error_at"]) == {"0.5", "1"}
+    diff = json.loads(sh(clone, "dvc", "plots", "diff", head, "two-milestones", "--json"))
     assert not diff.get("errors"), diff["errors"]
     for name in (
         "outputs/live/history/b.tsv",
@@ -128,9 +145,12 @@ def test_repro_reruns_only_what_changed_and_a_clone_shows_every_metric_and_plot(
         "outputs/report/plots/schedules.csv",
     ):
         (plot,) = diff["data"][name]
-        assert plot["revisions"] == [head, "one-worker"]
+        assert plot["revisions"] == [head, "two-milestones"]
     values = diff["data"]["outputs/live/history/b.tsv"][0]["content"]["data"]["values"]
     series = {(row["rev"], row["head"]) for row in values}
-    assert series == {(rev, str(h)) for rev in (head, "one-worker") for h in range(6)}  # 6 heads x 2 revs
-    changed = json.loads(sh(clone, "dvc", "metrics", "diff", head, "one-worker", "--json"))
-    assert set(changed) == {"outputs/report/metrics.json"}  # the FIFO W=2 numbers went; train, tune did not
+    assert series == {(rev, str(h)) for rev in (head, "two-milestones") for h in range(6)}  # 6 heads x 2 revs
+    changed = json.loads(sh(clone, "dvc", "metrics", "diff", head, "two-milestones", "--json"))
+    assert set(changed) == {"outputs/report/metrics.json"}  # the 0.25 and 0.75 errors went; tune's did not
+    per_run = sh(clone, "dvc", "metrics", "diff", head, "two-milestones", "--targets", LIVE_SUMMARY, "--json")
+    assert json.loads(per_run) == {}  # nothing re-trained
+    assert_exp_show_fits(clone)

@@ -99,9 +99,9 @@ def test_pipeline_job_keeps_shards_and_run_storage_on_s3():
     job = _load("rayjob-pipeline.yaml")
     env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
     overrides = dict(
-        arg.partition("=")[::2]
+        arg.removeprefix("++").partition("=")[::2]
         for arg in job["spec"]["entrypoint"].split()
-        if arg.startswith(("train.", "tune."))
+        if arg.removeprefix("++").startswith(("train.", "tune."))
     )
     assert overrides == {
         "train.shards": '"$ANYTIME_SHARDS"',

@@ -1,10 +1,12 @@
-"""The schema's defaults are params.yaml's values, and its lists of names are the library's."""
+"""The schema's defaults are the reference's values (docs/params-reference.yaml), params.yaml sets a few of
+them, and the schema's lists of names are the library's."""
 
 from __future__ import annotations
 
 from typing import Any, get_args
 
 import pytest
+import yaml
 
 from anytime.data import DATASETS
 from anytime.metrics import MILESTONES
@@ -12,7 +14,7 @@ from anytime.models import list_models
 from anytime.weighting import SCHEMES, list_strategies
 from pipelines.config import AssembleParams, DataParams, Params, TrainParams, TuneParams, validate_params
 from pipelines.config.train import BottleneckParams, MilestoneFraction, ResANNParams
-from tests.fixtures.params import error_for, project_params, with_section
+from tests.fixtures.params import REFERENCE, ROOT, error_for, project_params, with_section
 
 
 def differences(default: Any, value: Any, key: str = "") -> list[str]:
@@ -23,13 +25,29 @@ def differences(default: Any, value: Any, key: str = "") -> list[str]:
             for k in default.keys() | value.keys()
             for d in differences(default.get(k), value.get(k), f"{key}.{k}")
         ]
-    return [] if default == value else [f"{key.lstrip('.')}: schema {default!r}, params.yaml {value!r}"]
+    return [] if default == value else [f"{key.lstrip('.')}: schema {default!r}, reference {value!r}"]
 
 
-def test_schema_defaults_equal_params_yaml() -> None:
+def leaf_keys(tree: Any, key: str = "") -> set[str]:
+    if isinstance(tree, dict) and tree:
+        return {leaf for k, v in tree.items() for leaf in leaf_keys(v, f"{key}.{k}")}
+    return {key.lstrip(".")}
+
+
+def test_schema_defaults_equal_the_reference() -> None:
     defaults = Params(data=DataParams(), train=TrainParams(), tune=TuneParams(), assemble=AssembleParams())
-    project = validate_params(project_params())
-    assert differences(defaults.model_dump(mode="json"), project.model_dump(mode="json")) == []
+    reference = validate_params(project_params(), str(REFERENCE))
+    assert differences(defaults.model_dump(mode="json"), reference.model_dump(mode="json")) == []
+    assert leaf_keys(project_params()) == leaf_keys(defaults.model_dump(mode="json"))  # every key spelt out
+
+
+def test_params_yaml_sets_reference_keys_and_every_section_dvc_tracks() -> None:
+    """dvc.yaml's stages take params.yaml's sections whole, so each must exist; every key in it is the
+    reference's, so a typo fails here rather than as a schema error at the first stage."""
+    project = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(project) == set(Params.model_fields)
+    assert leaf_keys(project) <= leaf_keys(project_params())
+    assert validate_params(project) == validate_params(project_params())  # the study is the default run
 
 
 def test_name_lists_are_the_library_registries() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ from pipelines.cli import UserError
 from pipelines.config import load_params, validate_params
 from pipelines.config.train import MemberParams
 from pipelines.paths import TUNE_BEST_PARAMS
-from pipelines.tune import member_objective, pick_best, plot_trials, tuned_train
+from pipelines.tune import member_objective, pick_best, plan_search, plot_trials, tuned_train
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.tuning.trial import Objective, TrialPlan
 from tests.fixtures.params import ROOT, error_for, project_params, with_section
@@ -294,3 +295,26 @@ def test_a_trial_keeps_the_members_eann_weights_where_its_strategy_takes_them():
         assert config["member"] == "m2" and config["epochs"] == params.tune.epochs
         assert weighting.get("eann", False) == ("eann" in strategy_hparams(weighting["strategy"]))
     assert weighting["strategy"] == "exp3" and "momentum" not in weighting  # AVG-L's only
+
+
+def test_applying_the_winner_keeps_the_search_name_so_a_rerun_restores_it(tmp_path, digits_shards):
+    """The tune stage takes params.yaml's train section whole, so applying the winner re-runs it; the
+    search's name leaves out what the trials replace, and the stage restores the finished search."""
+    raw = project_params()
+    raw["train"]["shards"] = str(digits_shards)
+    name = plan_search(validate_params(raw))[1]
+    space = validate_params(raw).tune.space
+    # A winner that uses EANN weights (one that cannot turns them off: that moves the objective's first head,
+    # a new search, as it was when the stage took train.eann key by key).
+    config = next(c for c in samples(space, "random", 300) if c["weighting"]["candidate"] == 1)  # alternating
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    flat = flat_overrides(trial_overrides(space, config), validate_params(raw).train)
+    apply_overrides(params, [f"++{key}={json.dumps(value)}" for key, value in flat.items()])
+    applied = load_params(params)
+    assert applied.train.weighting.strategy == "alternating" and applied.train.eann.eann_weights
+    assert applied.train.optimizer.lr == config["optimizer"]["lr"] != raw["train"]["optimizer"]["lr"]
+    assert plan_search(applied)[1] == name
+    kept = copy.deepcopy(raw)  # a setting the trials keep: a new search
+    kept["train"]["optimizer"]["momentum"] = 0.5
+    assert plan_search(validate_params(kept))[1] != name

@@ -109,7 +109,7 @@ def test_killed_search_resumes_and_picks_the_trial_that_learns(ray_head, tmp_pat
     best = json.loads((out / "best.json").read_text())
     good = trials[trials["optimizer.lr"] == GOOD_LR].iloc[0]
     dead = trials[trials["optimizer.lr"] == DEAD_LR].iloc[0]
-    assert best["best_trial"] == good["trial_id"] and good["status"] == "completed"
+    assert best["best_strategy"] == "sieve" and best["trials"] == 2 and good["status"] == "completed"
     assert good["epochs"] == 2 and best["best_objective"] == pytest.approx(good["objective"])
     assert good["objective"] < dead["objective"] - 0.05  # the search really tells them apart
     assert best["objective"] == "val_auc" and "test" not in " ".join(trials.columns)
@@ -117,3 +117,18 @@ def test_killed_search_resumes_and_picks_the_trial_that_learns(ray_head, tmp_pat
     params = yaml.safe_load((out / "best_params.yaml").read_text())
     assert params["train.optimizer.lr"] == GOOD_LR and params["train.weighting.strategy"] == "sieve"
     assert (out / "trials.png").read_bytes()[:4] == b"\x89PNG"
+
+    # Applying the winner (what `dvc exp run $(... --print-overrides)` does) re-runs the stage under DVC: the
+    # trials replace those settings, so the search keeps its name and is restored, not run again.
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    for key, value in params.items():
+        section, *path, leaf = key.split(".")
+        node = raw[section]
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    again = subprocess.run(STAGE, cwd=project, env=ray_head.env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "tune: resuming" in again.stdout and trial_dirs(project) == after
+    assert json.loads((out / "best.json").read_text()) == best
