@@ -2,7 +2,8 @@
 
 Workers never write here: their per-epoch reports reach the driver (a Ray queue fed by a Train callback), so
 logging works the same on a laptop and on a multi-node cluster. The files are small and tracked by Git
-(``cache: false`` in dvc.yaml), so ``dvc exp show`` and ``dvc plots diff`` read them at any revision:
+(``cache: false`` in dvc.yaml), so ``dvc plots diff`` and ``dvc metrics diff --targets`` read them at any
+revision:
 
 - ``history/<run>.tsv``: one row per epoch and head (:data:`COLUMNS`); dvc.yaml draws one plot per run with
   a series per head (template ``.dvc/plots/heads.json``).

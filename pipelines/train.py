@@ -89,8 +89,8 @@ def write_outputs(run: PlannedRun, checkpoint_dir: Path) -> dict[str, Any]:
 
 
 def final_summary(run: PlannedRun, metrics: dict[str, Any]) -> dict[str, float]:
-    """A finished run's numbers for ``dvc exp show``: test error and AUC, and for members the error at each
-    cost milestone short of the final head (an OPT baseline is judged at its final head only)."""
+    """A finished run's numbers for ``outputs/live/metrics.json``: test error and AUC, and for members the
+    error at each cost milestone short of the final head (an OPT baseline: its final head only)."""
     errors = metrics["test_top1"]
     summary = {"test_error": errors[-1], "test_auc": anytime_auc(metrics["flops"], errors)}
     if run.kind == "member":
