@@ -147,31 +147,19 @@ def check_python(command: Command, argv: list[str]) -> None:
         check(Command(command.doc, inner))
 
 
-def overridden_params(overrides: list[str]) -> dict:
-    """params.yaml with `dvc exp run -S` overrides applied (values parsed as YAML, as DVC's Hydra does)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        *parents, leaf = key.split(".")
-        section = params
-        for part in parents:
-            section = section.setdefault(part, {})
-        section[leaf] = yaml.safe_load(value)
-    return params
-
-
-def dvc_applies(command: Command, overrides: list[str]) -> None:
-    """DVC itself applies the ``-S`` overrides to params.yaml: a plain ``key=value`` must name a key the file
-    has (``++key=value`` for one it leaves at its default)."""
+def overridden_params(command: Command, overrides: list[str]) -> dict:
+    """params.yaml with the ``-S`` overrides applied by DVC itself, which refuses a plain ``key=value`` on a
+    key the file lacks (``++key=value`` sets one it leaves at its default)."""
     from dvc.utils.hydra import apply_overrides
 
     with tempfile.TemporaryDirectory() as tmp:
         params = Path(tmp) / "params.yaml"
         shutil.copy(ROOT / "params.yaml", params)
         try:
-            apply_overrides(params, [re.sub(r"\$\w+", "x", o) for o in overrides])
+            apply_overrides(params, overrides)
         except Exception as error:  # DVC's InvalidArgumentError; the Hydra cause says why
             pytest.fail(f"{command}: {error.__cause__ or error}")
+        return yaml.safe_load(params.read_text())
 
 
 def check_dvc(command: Command, argv: list[str]) -> None:
@@ -183,14 +171,14 @@ def check_dvc(command: Command, argv: list[str]) -> None:
     error = _parse_exits_cleanly(parse, argv[1:], errors=(DvcParserError,))
     assert error is None, f"{command}: {error}"
     overrides = getattr(parsed[0], "set_param", None) or []
-    dvc_applies(command, overrides)
+    overridden_params(command, [re.sub(r"\$\w+", "x", o) for o in overrides])  # every key, as DVC takes it
     # shell variables ("$ANYTIME_SHARDS") are the user's values: only their keys can be checked
     concrete = [o for o in overrides if "$" not in o]
     from pipelines.config import ParamsError, validate_params
 
     keys = {o.lstrip("+~").partition("=")[0] for o in overrides}
     try:
-        params = validate_params(overridden_params(concrete), f"{command}")
+        params = validate_params(overridden_params(command, concrete), f"{command}")
         for key in keys:
             section = params
             for part in key.split("."):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from dvc.utils.hydra import apply_overrides
 
 from pipelines.paths import TUNE_DIR
 
@@ -120,14 +121,10 @@ def test_killed_search_resumes_and_picks_the_trial_that_learns(ray_head, tmp_pat
 
     # Applying the winner (what `dvc exp run $(... --print-overrides)` does) re-runs the stage under DVC: the
     # trials replace those settings, so the search keeps its name and is restored, not run again.
-    raw = yaml.safe_load((project / "params.yaml").read_text())
-    for key, value in params.items():
-        section, *path, leaf = key.split(".")
-        node = raw[section]
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    printed = subprocess.run(
+        [*STAGE, "--print-overrides"], cwd=project, check=True, capture_output=True, text=True
+    ).stdout.split()
+    apply_overrides(project / "params.yaml", printed[1::2])  # DVC's own code for `-S`
     again = subprocess.run(STAGE, cwd=project, env=ray_head.env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "tune: resuming" in again.stdout and trial_dirs(project) == after
