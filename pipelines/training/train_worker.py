@@ -131,9 +131,15 @@ class WorkerState:
 
     @classmethod
     def build(cls, config: dict[str, Any], device: torch.device) -> WorkerState:
-        """Everything from ``anytime``, in a fixed order (the seeded RNG draws the same weights each time)."""
+        """Everything from ``anytime``, in a fixed order (the seeded RNG draws the same weights each time).
+
+        The network moves to ``device`` before the optimiser exists: a restored optimiser state then lands
+        on its parameters' device (``Optimizer.load_state_dict`` casts to it), where moving the network
+        after a restore (as ``prepare_model`` would) leaves the momentum buffers behind on the CPU.
+        """
         model = create_model(**config["model"])
         flops = head_costs(model, tuple(config["input_shape"]))
+        model.to(device)
         weighting = dict(config["weighting"])
         strategy = create_strategy(weighting.pop("strategy"), num_heads=model.num_heads, **weighting)
         optimizer = make_optimizer(model, **config["optimizer"])
@@ -155,9 +161,12 @@ class WorkerState:
         if restored is None:
             return 0
         with restored.as_directory() as directory:
-            state = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
-        self.history = list(state["extra"].get("history", []))
-        return restore_checkpoint(state, **self.parts())
+            return self.restore(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
+
+    def restore(self, checkpoint: dict[str, Any]) -> int:
+        """Load a checkpoint (any device) into the built state; returns the epoch to start at."""
+        self.history = list(checkpoint["extra"].get("history", []))
+        return restore_checkpoint(checkpoint, **self.parts())
 
     def save(self, path: Path, epoch: int) -> None:
         save_checkpoint(path, **self.parts(), epoch=epoch, extra={"history": self.history})
