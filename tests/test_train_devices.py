@@ -30,7 +30,7 @@ def trained_checkpoint(config: dict, path) -> dict:
     return load_checkpoint(path)
 
 
-@pytest.mark.filterwarnings("ignore:for .*: copying from a non-meta")  # meta weights load as no-ops
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta")  # meta weights load as no-ops
 def test_resume_puts_every_optimizer_state_tensor_on_its_parameters_device(tmp_path):
     config = worker_config()
     checkpoint = trained_checkpoint(config, tmp_path / "checkpoint.pt")
