@@ -122,6 +122,19 @@ def test_fingerprint_covers_data_and_code_not_locations():
     assert len(code_digest(ROOT)) == 64 and code_digest() == code_digest(ROOT)  # the default root is ours
 
 
+@pytest.mark.parametrize("change", [{"scaling": {"use_gpu": True}}, {"amp": False}])
+def test_a_device_or_precision_change_retrains_instead_of_resuming(change):
+    """A CPU run re-run on GPUs (or with AMP switched) trains other numerics: a new fingerprint, hence a new
+    Ray run name, so the old run's checkpoints are never resumed and its outputs are not current."""
+    base = TrainParams.model_validate({"opt": {"members": []}})
+    changed = TrainParams.model_validate({"opt": {"members": []}, **change})
+    before = plan_runs(base, MANIFEST, shards="/s", code="c")
+    after = plan_runs(changed, MANIFEST, shards="/s", code="c")
+    assert [run.name for run in before] == [run.name for run in after]
+    for old, new in zip(before, after, strict=True):
+        assert old.fingerprint != new.fingerprint and old.ray_name != new.ray_name
+
+
 def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():
     """No table of its own: a strategy gets ``seed`` iff the library's factory takes it."""
     for name in list_strategies():

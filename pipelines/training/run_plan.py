@@ -149,8 +149,9 @@ def run_config(
         "epochs": entry.epochs or params.epochs,
         "batch_size": params.batch_size,
         "eval_batch_size": params.eval_batch_size,
-        "amp": params.amp,
+        "amp": params.amp,  # with use_gpu: the precision trained in (AMP runs on CUDA only)
         "compile": params.compile,
+        "use_gpu": params.scaling.use_gpu,  # other kernels: a CPU run's checkpoint is not resumed on GPUs
         "seed": seed,
         "num_workers": params.scaling.num_workers,
         "loader_workers": params.scaling.loader_workers,
