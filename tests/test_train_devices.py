@@ -9,7 +9,7 @@ import torch
 from anytime.train import load_checkpoint
 from pipelines.config.train import MemberParams, TrainParams
 from pipelines.training.run_plan import run_config
-from pipelines.training.train_worker import WorkerState
+from pipelines.training.train_worker import WorkerState, batchnorm_across_ranks
 
 MANIFEST = {"num_classes": 10, "image_shape": [8, 8, 1]}
 
@@ -45,3 +45,19 @@ def test_resume_puts_every_optimizer_state_tensor_on_its_parameters_device(tmp_p
     for param in params:
         tensors = [v for v in restored[param].values() if isinstance(v, torch.Tensor)]
         assert tensors and all(t.device == param.device for t in tensors)
+
+
+def test_sync_batchnorm_converts_only_across_ranks_and_keeps_what_the_optimizer_holds():
+    config = worker_config(sync_batchnorm=True, scaling={"num_workers": 2, "use_gpu": True})
+    state = WorkerState.build(config, torch.device("cpu"))
+    keys, params = state.model.state_dict().keys(), list(state.model.parameters())
+    assert batchnorm_across_ranks(state.model, config, world_size=1) is state.model
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in state.model.modules())
+    synced = batchnorm_across_ranks(state.model, config, world_size=2)
+    norms = [m for m in synced.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
+    assert synced.state_dict().keys() == keys
+    assert all(a is b for a, b in zip(synced.parameters(), params, strict=True))
+    assert {id(p) for g in state.optimizer.param_groups for p in g["params"]} == {id(p) for p in params}
+    plain = worker_config()
+    assert batchnorm_across_ranks(state.model, plain, world_size=2) is state.model

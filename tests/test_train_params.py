@@ -135,6 +135,48 @@ def test_a_device_or_precision_change_retrains_instead_of_resuming(change):
         assert old.fingerprint != new.fingerprint and old.ray_name != new.ray_name
 
 
+def test_batch_is_per_device_and_the_rate_scales_linearly_with_the_global_batch():
+    """lr is stated at reference_batch (64); 4 workers x 64 per device = 256, 4 times the rate."""
+    one = plan_runs(TrainParams.model_validate({"opt": {"members": []}}), MANIFEST, shards="/s", code="c")
+    assert one[0].config["batch_size"] == 64 and one[0].config["optimizer"]["lr"] == 0.1
+    assert "reference_batch" not in one[0].config["optimizer"]  # make_optimizer's kwargs only
+    four = TrainParams.model_validate(
+        {
+            "opt": {"members": []},
+            "scaling": {"num_workers": 4},
+            "optimizer": {"lr": 0.05, "reference_batch": 128},
+        }
+    )
+    run = plan_runs(four, MANIFEST, shards="/s", code="c")[0]
+    assert run.config["batch_size"] == 64 and run.config["optimizer"]["lr"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("train", "named"),
+    [
+        ({"batch_size": 8}, "train.batch_size = 8: BatchNorm would see 8 samples per device"),
+        (
+            {"batch_size": 4, "sync_batchnorm": True, "scaling": {"num_workers": 2, "use_gpu": True}},
+            "train.batch_size = 4: BatchNorm would see 8 samples per device",
+        ),
+        (
+            {"sync_batchnorm": True, "scaling": {"num_workers": 2}},
+            "train.sync_batchnorm = true with scaling.num_workers > 1 needs scaling.use_gpu: true",
+        ),
+    ],
+)
+def test_batchnorm_batch_below_the_minimum_is_one_line_naming_it(train, named):
+    message = error_for(with_train(**train))
+    assert message.startswith(f"params.yaml: {named}"), message
+    assert "allowed" in message
+
+
+def test_sync_batchnorm_counts_every_workers_batch():
+    gpus = {"num_workers": 4, "use_gpu": True}
+    params = TrainParams.model_validate({"batch_size": 4, "sync_batchnorm": True, "scaling": gpus})
+    assert params.batch_size == 4  # 16 samples per BatchNorm statistic
+
+
 def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():
     """No table of its own: a strategy gets ``seed`` iff the library's factory takes it."""
     for name in list_strategies():

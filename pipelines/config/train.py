@@ -26,6 +26,7 @@ from pydantic import (
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
 from anytime.models.resann_imagenet import LAYOUTS
+from anytime.train import MIN_BN_BATCH
 from anytime.weighting import NORMALISATIONS, SCHEMES, create_strategy, list_strategies, strategy_hparams
 
 # Literals built from the library's registries: an error names the key, the value and what is allowed.
@@ -99,9 +100,11 @@ class WeightingParams(_Section):
 
 
 class OptimizerParams(_Section):
-    """SGD (``anytime.train.make_optimizer``)."""
+    """SGD (``anytime.train.make_optimizer``); ``lr`` is the rate at a global batch of ``reference_batch``,
+    scaled linearly to the run's global batch (``anytime.train.scaled_lr``)."""
 
     lr: PositiveFloat = 0.1
+    reference_batch: PositiveInt = 64
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=5e-4, ge=0.0)
     nesterov: bool = False
@@ -179,7 +182,8 @@ class TrainParams(_Section):
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     epochs: PositiveInt = 8
-    batch_size: PositiveInt = 64
+    batch_size: PositiveInt = 64  # per device (Ray Train worker); the global batch is this x num_workers
+    sync_batchnorm: bool = False  # BatchNorm statistics over every worker's batch (multi-GPU only)
     eval_batch_size: PositiveInt = 512
     amp: bool = True
     compile: bool = False
@@ -220,6 +224,25 @@ class TrainParams(_Section):
                     f"{', '.join(strategy_hparams(strategy.strategy))}): set {key} to false or pick another"
                 )
         return weighting
+
+    @model_validator(mode="after")
+    def _batch_fits_batchnorm(self) -> TrainParams:
+        """BatchNorm needs MIN_BN_BATCH samples per statistic: a device's batch, or with sync_batchnorm all
+        workers' together (which only CUDA ranks can share: torch syncs BN over NCCL alone)."""
+        workers = self.scaling.num_workers
+        if self.sync_batchnorm and workers > 1 and not self.scaling.use_gpu:
+            raise ValueError(
+                "train.sync_batchnorm = true with scaling.num_workers > 1 needs scaling.use_gpu: true "
+                "(SyncBatchNorm runs on GPUs only); allowed: false on CPU workers"
+            )
+        statistics = self.batch_size * (workers if self.sync_batchnorm else 1)
+        if statistics < MIN_BN_BATCH:
+            raise ValueError(
+                f"train.batch_size = {self.batch_size}: BatchNorm would see {statistics} samples per device "
+                f"(fewer than {MIN_BN_BATCH} cost accuracy); allowed: batch_size >= {MIN_BN_BATCH}, or "
+                f"sync_batchnorm: true with batch_size x scaling.num_workers >= {MIN_BN_BATCH}"
+            )
+        return self
 
     def member_names(self) -> list[str]:
         """The members' names in order of depth (generated ones are m0, m1, ...)."""

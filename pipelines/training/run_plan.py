@@ -16,6 +16,7 @@ from typing import Any
 from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
+from anytime.train import scaled_lr
 from pipelines.config.train import (
     MILESTONE_KEYS,
     MemberParams,
@@ -120,6 +121,13 @@ def member_entries(params: TrainParams) -> list[MemberParams]:
     ]
 
 
+def sgd_config(params: TrainParams) -> dict[str, Any]:
+    """``make_optimizer``'s kwargs, the rate scaled from ``reference_batch`` to the run's global batch."""
+    sgd = params.optimizer.model_dump(exclude={"reference_batch"})
+    global_batch = params.batch_size * params.scaling.num_workers
+    return sgd | {"lr": scaled_lr(sgd["lr"], global_batch, params.optimizer.reference_batch)}
+
+
 def resolve_shards(params: TrainParams, dataset: str) -> str:
     """Shard location: ``train.shards`` (e.g. an s3:// URI on a cluster) or the shard stage's output."""
     if params.shards is not None:
@@ -144,10 +152,11 @@ def run_config(
         "weighting": _weighting_config(
             entry.weighting or params.weighting, seed=seed, eann=entry.eann_weights
         ),
-        "optimizer": params.optimizer.model_dump(),
+        "optimizer": sgd_config(params),
         "schedule": params.schedule.model_dump(),
         "epochs": entry.epochs or params.epochs,
-        "batch_size": params.batch_size,
+        "batch_size": params.batch_size,  # per device
+        "sync_batchnorm": params.sync_batchnorm,
         "eval_batch_size": params.eval_batch_size,
         "amp": params.amp,  # with use_gpu: the precision trained in (AMP runs on CUDA only)
         "compile": params.compile,

@@ -81,7 +81,8 @@ def maybe_inject_fault(run: str, epoch: int) -> None:
 
 
 def _loader(config: dict[str, Any], split: str, *, train: bool) -> DataLoader:
-    """Train: this rank's share, shuffled and augmented. Eval: the whole split (only rank 0 evaluates)."""
+    """Train: this rank's share, shuffled and augmented, ``batch_size`` per device. Eval: the whole split
+    (only rank 0 evaluates)."""
     dataset = ShardDataset(
         config["shards"],
         split,
@@ -91,8 +92,7 @@ def _loader(config: dict[str, Any], split: str, *, train: bool) -> DataLoader:
         endpoint_url=config.get("endpoint_url"),
         **({} if train else {"rank": 0, "world_size": 1}),
     )
-    world = ray.train.get_context().get_world_size()
-    batch = max(1, config["batch_size"] // world) if train else config["eval_batch_size"]
+    batch = config["batch_size"] if train else config["eval_batch_size"]
     return DataLoader(dataset, batch_size=batch, num_workers=config.get("loader_workers", 0))
 
 
@@ -172,6 +172,16 @@ class WorkerState:
         save_checkpoint(path, **self.parts(), epoch=epoch, extra={"history": self.history})
 
 
+def batchnorm_across_ranks(
+    model: torch.nn.Module, config: dict[str, Any], world_size: int
+) -> torch.nn.Module:
+    """With ``sync_batchnorm`` and several ranks, BatchNorm statistics over every rank's batch. The converted
+    layers keep the same parameter and buffer objects: the optimiser and the checkpoint keys are unchanged."""
+    if not config["sync_batchnorm"] or world_size < 2:
+        return model
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: build with ``anytime``, resume from the last checkpoint, train/evaluate/report."""
     rank, run = ray.train.get_context().get_world_rank(), config["member"]
@@ -180,6 +190,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     state = WorkerState.build(config, device)
     start = state.resume()
+    state.model = batchnorm_across_ranks(state.model, config, ray.train.get_context().get_world_size())
     if config["compile"]:
         state.model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay the eager ones
     state.model = ray.train.torch.prepare_model(state.model)
