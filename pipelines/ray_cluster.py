@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -231,7 +231,7 @@ class NodeLog:
 @contextlib.contextmanager
 def stage_session(
     address: str | None,
-    scaling: ScalingParams,
+    scalings: Sequence[ScalingParams],
     *,
     shared_paths: Mapping[str, str],
     resume_hint: str,
@@ -247,9 +247,13 @@ def stage_session(
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         require_shared_paths(shared_paths)
-        require_resources(worker_resources(scaling), scaling.num_workers, wait_s=scaling.wait_for_resources_s)
+        for scaling in scalings:  # each run's workers (members and baselines may each set their own)
+            require_resources(
+                worker_resources(scaling), scaling.num_workers, wait_s=scaling.wait_for_resources_s
+            )
         if trial_driver:
-            require_resources(trial_driver, 1, wait_s=scaling.wait_for_resources_s, what="trial driver(s)")
+            wait_s = max(scaling.wait_for_resources_s for scaling in scalings)
+            require_resources(trial_driver, 1, wait_s=wait_s, what="trial driver(s)")
         yield
     except KeyboardInterrupt:
         interrupted(resume_hint)

@@ -124,7 +124,6 @@ class ConcurrentTraining:
     def __init__(self, params: TrainParams, live: StageLive) -> None:
         self.params, self.live = params, live
         self.storage = storage_uri(params.storage_path)
-        self.scaling = scaling_config(params.scaling)
         self.reports: Queue = driver_queue()
         self.fingerprints: dict[str, str] = {}
         self.bars: dict[str, tqdm] = {}
@@ -136,7 +135,7 @@ class ConcurrentTraining:
             {**run.config, "final_outputs": True},
             name=run.ray_name,
             storage_path=self.storage,
-            scaling=self.scaling,
+            scaling=scaling_config(run.scaling),
             max_failures=self.params.max_failures,
             callbacks=[ReportForwarder(self.reports, run.name)],
         )
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     if todo:
         with stage_session(
             args.address,
-            params.train.scaling,
+            list({run.scaling.model_dump_json(): run.scaling for run in todo}.values()),
             shared_paths={"train.shards": shards, "train.storage_path": params.train.storage_path},
             resume_hint=RESUME_HINT,
         ):

@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     with stage_session(
         args.address,
-        params.tune.scaling,
+        [params.tune.scaling],
         shared_paths={"train.shards": plan.shards, "tune.storage_path": params.tune.storage_path},
         resume_hint="re-run the stage to resume the search",
         trial_driver=trial_driver(params.tune),

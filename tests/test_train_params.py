@@ -161,7 +161,7 @@ def test_batch_is_per_device_and_the_rate_scales_linearly_with_the_global_batch(
         ),
         (
             {"sync_batchnorm": True, "scaling": {"num_workers": 2}},
-            "train.sync_batchnorm = true with scaling.num_workers > 1 needs scaling.use_gpu: true",
+            "train.sync_batchnorm = true with train.scaling.num_workers > 1 needs train.scaling.use_gpu",
         ),
     ],
 )
@@ -175,6 +175,37 @@ def test_sync_batchnorm_counts_every_workers_batch():
     gpus = {"num_workers": 4, "use_gpu": True}
     params = TrainParams.model_validate({"batch_size": 4, "sync_batchnorm": True, "scaling": gpus})
     assert params.batch_size == 4  # 16 samples per BatchNorm statistic
+
+
+def test_fractional_gpus_with_several_workers_is_one_line_naming_it():
+    message = error_for(with_train(scaling={"use_gpu": True, "num_workers": 2, "gpus_per_worker": 0.5}))
+    assert message.startswith(
+        "params.yaml: train.scaling: scaling.gpus_per_worker = 0.5 with num_workers = 2"
+    )
+    assert "allowed: gpus_per_worker >= 1, or num_workers: 1" in message
+    shared = TrainParams.model_validate({"scaling": {"use_gpu": True, "gpus_per_worker": 0.25}})
+    assert shared.scaling.gpus_per_worker == 0.25  # one worker per run: runs share a GPU
+    tune = copy.deepcopy(project_params())
+    tune["tune"]["scaling"] = {"use_gpu": True, "num_workers": 4, "gpus_per_worker": 0.5}
+    assert "tune.scaling: scaling.gpus_per_worker = 0.5 with num_workers = 4" in error_for(tune)
+
+
+def test_each_run_trains_on_its_own_workers_with_the_rate_for_their_global_batch():
+    """A member's own scaling; the OPT baselines on opt.scaling, else their member's."""
+    gpus = {"use_gpu": True, "num_workers": 4, "cpus_per_worker": 4.0}
+    members = [{"name": "small", "n": 1}, {"name": "big", "n": 2, "scaling": gpus}]
+    params = TrainParams.model_validate({"members": members, "opt": {"milestones": [1]}})
+    runs = {run.name: run for run in plan_runs(params, MANIFEST, shards="/s", code="c")}
+    assert runs["small"].scaling == params.scaling and runs["small"].config["num_workers"] == 1
+    assert runs["big"].scaling.num_workers == 4 and runs["big"].config["use_gpu"]
+    assert runs["big"].config["optimizer"]["lr"] == pytest.approx(4 * runs["small"].config["optimizer"]["lr"])
+    (opt,) = [run for run in runs.values() if run.kind == "opt"]
+    assert opt.scaling == runs["big"].scaling and opt.config["num_workers"] == 4  # the member's
+    one_gpu = {"use_gpu": True, "gpus_per_worker": 0.5}
+    params = TrainParams.model_validate({"members": members, "opt": {"milestones": [1], "scaling": one_gpu}})
+    (opt,) = [run for run in plan_runs(params, MANIFEST, shards="/s", code="c") if run.kind == "opt"]
+    assert opt.scaling.gpus_per_worker == 0.5 and opt.config["num_workers"] == 1
+    assert opt.config["optimizer"]["lr"] == pytest.approx(runs["small"].config["optimizer"]["lr"])
 
 
 def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():

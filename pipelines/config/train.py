@@ -143,6 +143,18 @@ class ScalingParams(_Section):
     # a request no live node can satisfy at once (docs/cluster.md).
     wait_for_resources_s: NonNegativeFloat = 0.0
 
+    @model_validator(mode="after")
+    def _one_gpu_per_rank(self) -> ScalingParams:
+        """NCCL refuses two ranks of one process group on one GPU ("Duplicate GPU"): a fraction of a GPU
+        only suits a run of one worker (several such runs then share the GPU)."""
+        gpus = self.gpus_per_worker
+        if self.use_gpu and gpus is not None and gpus < 1 and self.num_workers > 1:
+            raise ValueError(
+                f"scaling.gpus_per_worker = {gpus} with num_workers = {self.num_workers}: NCCL runs no two "
+                "ranks of a run on one GPU; allowed: gpus_per_worker >= 1, or num_workers: 1 for a fraction"
+            )
+        return self
+
 
 class EannParams(_Section):
     """Generated members: ``members`` ANNs with ``n0 * base**k`` units per group, named m0, m1, ..."""
@@ -163,6 +175,7 @@ class MemberParams(_Section):
     epochs: PositiveInt | None = None
     seed: NonNegativeInt | None = None
     eann_weights: bool = False
+    scaling: ScalingParams | None = None  # this member's workers (default: train.scaling)
 
 
 class OptBaselineParams(_Section):
@@ -170,6 +183,7 @@ class OptBaselineParams(_Section):
 
     members: list[str] = Field(default_factory=lambda: ["last"])
     milestones: list[MilestoneFraction] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1])
+    scaling: ScalingParams | None = None  # the baselines' workers (default: their member's)
 
 
 class TrainParams(_Section):
@@ -229,20 +243,27 @@ class TrainParams(_Section):
     def _batch_fits_batchnorm(self) -> TrainParams:
         """BatchNorm needs MIN_BN_BATCH samples per statistic: a device's batch, or with sync_batchnorm all
         workers' together (which only CUDA ranks can share: torch syncs BN over NCCL alone)."""
-        workers = self.scaling.num_workers
-        if self.sync_batchnorm and workers > 1 and not self.scaling.use_gpu:
-            raise ValueError(
-                "train.sync_batchnorm = true with scaling.num_workers > 1 needs scaling.use_gpu: true "
-                "(SyncBatchNorm runs on GPUs only); allowed: false on CPU workers"
-            )
-        statistics = self.batch_size * (workers if self.sync_batchnorm else 1)
-        if statistics < MIN_BN_BATCH:
-            raise ValueError(
-                f"train.batch_size = {self.batch_size}: BatchNorm would see {statistics} samples per device "
-                f"(fewer than {MIN_BN_BATCH} cost accuracy); allowed: batch_size >= {MIN_BN_BATCH}, or "
-                f"sync_batchnorm: true with batch_size x scaling.num_workers >= {MIN_BN_BATCH}"
-            )
+        for key, scaling in self.run_scalings():
+            workers = scaling.num_workers
+            if self.sync_batchnorm and workers > 1 and not scaling.use_gpu:
+                raise ValueError(
+                    f"train.sync_batchnorm = true with {key}.num_workers > 1 needs {key}.use_gpu: true "
+                    "(SyncBatchNorm runs on GPUs only); allowed: false on CPU workers"
+                )
+            statistics = self.batch_size * (workers if self.sync_batchnorm else 1)
+            if statistics < MIN_BN_BATCH:
+                raise ValueError(
+                    f"train.batch_size = {self.batch_size}: BatchNorm would see {statistics} samples per "
+                    f"device (fewer than {MIN_BN_BATCH} cost accuracy); allowed: batch_size >= {MIN_BN_BATCH}"
+                    f", or sync_batchnorm: true with batch_size x {key}.num_workers >= {MIN_BN_BATCH}"
+                )
         return self
+
+    def run_scalings(self) -> list[tuple[str, ScalingParams]]:
+        """Every scaling a run may use, with its key: the shared one, members' and the baselines' own."""
+        own = [(f"train.members.{m.name}.scaling", m.scaling) for m in self.members or [] if m.scaling]
+        opt = [("train.opt.scaling", self.opt.scaling)] if self.opt.scaling else []
+        return [("train.scaling", self.scaling), *own, *opt]
 
     def member_names(self) -> list[str]:
         """The members' names in order of depth (generated ones are m0, m1, ...)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from pipelines.config.train import (
     MemberParams,
     ModelParams,
     ResANNParams,
+    ScalingParams,
     TrainParams,
     WeightingParams,
 )
@@ -53,6 +54,7 @@ class PlannedRun:
     kind: str
     config: dict[str, Any]
     fingerprint: str
+    scaling: ScalingParams = field(default_factory=ScalingParams)  # its Ray Train workers
 
     @property
     def out_dir(self) -> Path:
@@ -121,11 +123,31 @@ def member_entries(params: TrainParams) -> list[MemberParams]:
     ]
 
 
-def sgd_config(params: TrainParams) -> dict[str, Any]:
+def sgd_config(params: TrainParams, scaling: ScalingParams) -> dict[str, Any]:
     """``make_optimizer``'s kwargs, the rate scaled from ``reference_batch`` to the run's global batch."""
     sgd = params.optimizer.model_dump(exclude={"reference_batch"})
-    global_batch = params.batch_size * params.scaling.num_workers
+    global_batch = params.batch_size * scaling.num_workers
     return sgd | {"lr": scaled_lr(sgd["lr"], global_batch, params.optimizer.reference_batch)}
+
+
+def run_scaling(params: TrainParams, entry: MemberParams) -> ScalingParams:
+    """A member's workers: its own ``scaling`` where it sets one, else the shared ``train.scaling``."""
+    return entry.scaling or params.scaling
+
+
+def opt_scaling(params: TrainParams, entry: MemberParams) -> ScalingParams:
+    """The OPT baselines' workers: ``train.opt.scaling`` where set, else those of their member."""
+    return params.opt.scaling or run_scaling(params, entry)
+
+
+def worker_keys(params: TrainParams, scaling: ScalingParams) -> dict[str, Any]:
+    """The config keys that follow a run's workers: the device, how many, the rate for their global batch."""
+    return {
+        "optimizer": sgd_config(params, scaling),
+        "use_gpu": scaling.use_gpu,  # other kernels: a CPU run's checkpoint is not resumed on GPUs
+        "num_workers": scaling.num_workers,
+        "loader_workers": scaling.loader_workers,
+    }
 
 
 def resolve_shards(params: TrainParams, dataset: str) -> str:
@@ -152,7 +174,6 @@ def run_config(
         "weighting": _weighting_config(
             entry.weighting or params.weighting, seed=seed, eann=entry.eann_weights
         ),
-        "optimizer": sgd_config(params),
         "schedule": params.schedule.model_dump(),
         "epochs": entry.epochs or params.epochs,
         "batch_size": params.batch_size,  # per device
@@ -160,23 +181,23 @@ def run_config(
         "eval_batch_size": params.eval_batch_size,
         "amp": params.amp,  # with use_gpu: the precision trained in (AMP runs on CUDA only)
         "compile": params.compile,
-        "use_gpu": params.scaling.use_gpu,  # other kernels: a CPU run's checkpoint is not resumed on GPUs
         "seed": seed,
-        "num_workers": params.scaling.num_workers,
-        "loader_workers": params.scaling.loader_workers,
         "input_shape": [int(channels), int(height), int(width)],
         "shards": shards,
         "endpoint_url": endpoint_url,
+        **worker_keys(params, run_scaling(params, entry)),
     }
 
 
-def opt_config(member: dict[str, Any], j: int) -> dict[str, Any]:
-    """OPT(j): the member's backbone truncated after head j, trained on head j alone (METHOD.md §6)."""
+def opt_config(params: TrainParams, entry: MemberParams, member: dict[str, Any], j: int) -> dict[str, Any]:
+    """OPT(j): the member's backbone truncated after head j, trained on head j alone (METHOD.md §6), on
+    on :func:`opt_scaling`'s workers."""
     return {
         **member,
         "member": opt_run_name(member["member"], j),
         "model": {**member["model"], "truncate_at": j},
         "weighting": {"strategy": "opt", "j": j},
+        **worker_keys(params, opt_scaling(params, entry)),
     }
 
 
@@ -209,16 +230,21 @@ def plan_runs(
 ) -> list[PlannedRun]:
     """Every member, then every OPT baseline, each with its fingerprint."""
     code = code if code is not None else code_digest()
-    entries = member_entries(params)
+    entries = {e.name: e for e in member_entries(params)}
     configs = {
-        e.name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url) for e in entries
+        name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url)
+        for name, e in entries.items()
     }
-    runs = [PlannedRun(n, "member", cfg, fingerprint(cfg, manifest, code)) for n, cfg in configs.items()]
+    runs = [
+        PlannedRun(n, "member", cfg, fingerprint(cfg, manifest, code), run_scaling(params, entries[n]))
+        for n, cfg in configs.items()
+    ]
     for wanted in dict.fromkeys(params.opt.members):
-        name = entries[-1].name if wanted == "last" else wanted
+        name = list(entries)[-1] if wanted == "last" else wanted
         if name not in configs:
             raise ValueError(f"train.opt.members: {wanted!r} is not a member (members: {', '.join(configs)})")
+        scaling = opt_scaling(params, entries[name])
         for j in opt_heads(configs[name], list(params.opt.milestones)):
-            cfg = opt_config(configs[name], j)
-            runs.append(PlannedRun(cfg["member"], "opt", cfg, fingerprint(cfg, manifest, code)))
+            cfg = opt_config(params, entries[name], configs[name], j)
+            runs.append(PlannedRun(cfg["member"], "opt", cfg, fingerprint(cfg, manifest, code), scaling))
     return list({run.name: run for run in runs}.values())
