@@ -9,6 +9,7 @@ stay those of the eager network) lets the compiler fuse every head's BN-ReLU-poo
 passes over the same feature maps, which eager mode runs separately (bench/RESULTS.md).
 """
 
+import itertools
 import os
 import random
 import tempfile
@@ -29,6 +30,7 @@ from anytime.weighting import WeightingStrategy
 from anytime.weighting.base import check_float, check_int
 
 SCHEDULERS = ("step", "cosine")
+CHECK_EVERY = 50  # steps between reads of the deferred finite-loss check (a multiple of the bar's 10)
 Batches = Iterable[tuple[Tensor, Tensor]]
 # Fewest samples BatchNorm may take its training statistics from: below 16 per GPU, BN's error climbs
 # (ResNet-50 on ImageNet: 23.6% at 32, 23.7% at 16, 24.8% at 8, 27.3% at 4; Wu & He, Group Normalization).
@@ -66,15 +68,22 @@ def make_optimizer(
     weight_decay: float = 1e-4,
     nesterov: bool = False,
     decay_norm_and_bias: bool = True,
+    fused: bool | None = None,
 ) -> torch.optim.SGD:
     """SGD with momentum. ``decay_norm_and_bias=False`` exempts 1-d parameters (BN affine, biases) from weight
-    decay, as many modern recipes do; the default decays everything like the original ResNet recipe."""
+    decay, as many modern recipes do; the default decays everything like the original ResNet recipe.
+
+    ``fused`` (default: where the parameters are on CUDA, so move the model first) steps in one kernel that
+    also takes the GradScaler's inf check: with AMP, a step then never waits for the GPU (an unfused
+    optimiser makes the scaler read ``found_inf`` on the host every step)."""
     check_float("lr", lr, low=0.0, low_open=True)
     check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
     check_float("weight_decay", weight_decay, low=0.0)
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True is invalid with momentum=0: Nesterov needs momentum > 0")
     params = [p for p in model.parameters() if p.requires_grad]
+    if fused is None:
+        fused = bool(params) and params[0].device.type == "cuda"
     if decay_norm_and_bias:
         groups: list[dict[str, Any]] = [{"params": params}]
     else:
@@ -82,7 +91,9 @@ def make_optimizer(
             {"params": [p for p in params if p.ndim > 1]},
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
         ]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    return torch.optim.SGD(
+        groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, fused=fused or None
+    )
 
 
 def make_scheduler(
@@ -136,15 +147,22 @@ def _global_mean(values: Tensor) -> Tensor:
     return values
 
 
-def _in_lockstep(batches: Iterable[Any], device: torch.device) -> Iterator[Any]:
+def _in_lockstep(batches: Iterable[Any], device: torch.device, length: int | None) -> Iterator[Any]:
     """Yield batches while every data-parallel rank still has one.
 
     Ranks can hold different numbers of batches (uneven shards, DataLoader workers); DDP's gradient
-    all-reduce would then wait forever on the rank that ran out. One scalar all-reduce per step makes every
-    rank stop at the shortest rank's end instead.
+    all-reduce would then wait forever on the rank that ran out. Where the loader states its ``length`` (a
+    ``len()``; each rank must yield at least that many batches, as a DataLoader does), one all-reduce per
+    epoch fixes every rank's number of steps at the shortest rank's. Otherwise one scalar all-reduce per
+    step, read on the host, makes every rank stop at the shortest rank's end.
     """
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         yield from batches
+        return
+    if length is not None:
+        steps = torch.tensor(length, device=device)
+        dist.all_reduce(steps, op=dist.ReduceOp.MIN)
+        yield from itertools.islice(batches, int(steps))
         return
     iterator = iter(batches)
     while True:
@@ -154,6 +172,43 @@ def _in_lockstep(batches: Iterable[Any], device: torch.device) -> Iterator[Any]:
         if not has_batch.item():
             return
         yield batch
+
+
+def _length(loader: Batches) -> int | None:
+    """``len(loader)`` where it has one (a DataLoader over an iterable dataset without ``__len__``: none)."""
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class FiniteWatch:
+    """Non-finite losses, noted on the device every step and read on the host only every ``every`` steps.
+
+    As strict as a check before each backward pass: the first non-finite step is kept with its losses and
+    the epoch ends in the same error, only up to ``every`` steps later (before anything is checkpointed).
+    It watches the losses averaged over ranks, so every rank sees the same and all raise together.
+    """
+
+    def __init__(self, epoch: int, device: torch.device, every: int) -> None:
+        self.epoch, self.every = epoch, check_int("check_every", every, low=1)
+        self.first = torch.full((), -1, dtype=torch.int64, device=device)  # first non-finite step, or -1
+        self.losses: Tensor | None = None  # the losses of that step
+
+    def see(self, step: int, losses: Tensor) -> None:
+        first = ~torch.isfinite(losses).all() & (self.first < 0)
+        self.first = torch.where(first, step, self.first)
+        self.losses = torch.where(first, losses, losses if self.losses is None else self.losses)
+        if (step + 1) % self.every == 0:
+            self.raise_if(int(self.first))
+
+    def raise_if(self, first: int) -> None:
+        """Raise if ``first`` (``self.first`` as read on the host) names a step."""
+        if first >= 0:
+            assert self.losses is not None
+            raise FloatingPointError(
+                f"non-finite loss at epoch {self.epoch}, step {first}: per-head losses {self.losses.tolist()}"
+            )
 
 
 def train_one_epoch(
@@ -168,9 +223,15 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     amp: bool = True,
     progress: bool = True,
+    check_every: int = CHECK_EVERY,
 ) -> dict[str, Any]:
     """One pass over ``loader``. Calls ``strategy.start_epoch(epoch)`` first and steps ``scheduler`` (a
     per-epoch schedule) once at the end. Pass one ``scaler`` across epochs to keep its calibration.
+
+    A step waits for the device at most once (docs/cluster.md): weights, losses and the strategy stay on
+    it, non-finite losses are looked for every ``check_every`` steps (:class:`FiniteWatch`), the progress
+    bar reads the losses every 10 steps. With AMP, give a fused optimiser (``make_optimizer``'s default
+    on CUDA), or the GradScaler reads its inf check on the host every step.
 
     Under torch.distributed every rank stops when the first rank runs out of batches (DDP needs lockstep).
     Returns ``{"epoch", "lr", "samples", "loss", "head_losses"}``: the weighted loss and each head's loss
@@ -178,47 +239,45 @@ def train_one_epoch(
     """
     device = torch.device(device)
     scaler = scaler if scaler is not None else make_grad_scaler(device, amp=amp)
-    strategy.start_epoch(epoch)
+    strategy.to(device).start_epoch(epoch)
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     loss_sum = torch.zeros((), device=device)
     head_loss_sum = torch.zeros((), device=device)
+    watch = FiniteWatch(epoch, device, check_every)
     samples = 0
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
-    for step, (images, labels) in enumerate(_in_lockstep(bar, device)):
+    for step, (images, labels) in enumerate(_in_lockstep(bar, device, _length(loader))):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         weights = strategy.weights().to(device)
         with _autocast(device, amp):
             losses = per_head_losses(model(images), labels)
-        if not bool(torch.isfinite(losses).all()):
-            raise FloatingPointError(
-                f"non-finite loss at epoch {epoch}, step {step}: per-head losses {losses.tolist()}"
-            )
         loss = (weights * losses).sum()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         step_losses = _global_mean(losses.detach())
-        strategy.update(step_losses)
+        strategy.update(step_losses, validate=False)  # the watch checks them
         batch = labels.shape[0]
         samples += batch
         loss_sum += (weights * step_losses).sum() * batch
         head_loss_sum = head_loss_sum + step_losses * batch
-        if progress and step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", final=f"{losses[-1].item():.3f}", refresh=False)
+        if progress and step % 10 == 0:  # never a step the watch reads on: CHECK_EVERY is a multiple of 10
+            shown, final = torch.stack([loss.detach(), losses[-1].detach()]).tolist()
+            bar.set_postfix(loss=f"{shown:.3f}", final=f"{final:.3f}", refresh=False)
+        watch.see(step, step_losses)
     if samples == 0:
         raise ValueError("loader yielded no batches: nothing to train on")
+    # one read for the watch and the epoch's means
+    first, total, *heads = torch.cat(
+        [watch.first.double().view(1), loss_sum.double().view(1), (head_loss_sum / samples).double()]
+    ).tolist()
+    watch.raise_if(int(first))
     if scheduler is not None:
         scheduler.step()
-    return {
-        "epoch": epoch,
-        "lr": lr,
-        "samples": samples,
-        "loss": loss_sum.item() / samples,
-        "head_losses": (head_loss_sum / samples).tolist(),
-    }
+    return {"epoch": epoch, "lr": lr, "samples": samples, "loss": total / samples, "head_losses": heads}
 
 
 @torch.inference_mode()
