@@ -47,17 +47,19 @@ def scaled_lr(lr: float, batch: int, reference_batch: int) -> float:
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch (all devices); with ``deterministic``, ask cuDNN/torch for reproducible
-    kernels (``warn_only``: ops without a deterministic version warn instead of failing)."""
+    """Seed python, numpy and torch (all devices) and choose the GPU kernels: ``deterministic`` asks
+    cuDNN/torch for reproducible ones (``warn_only``: ops without a deterministic version warn instead of
+    failing); otherwise cuDNN benchmarks its convolution algorithms and keeps the fastest (``benchmark``),
+    as bench/ measures. CPU kernels are the same either way."""
     check_int("seed", seed, low=0, high=2**32 - 1)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def make_optimizer(

@@ -208,6 +208,13 @@ def test_each_run_trains_on_its_own_workers_with_the_rate_for_their_global_batch
     assert opt.config["optimizer"]["lr"] == pytest.approx(runs["small"].config["optimizer"]["lr"])
 
 
+def test_deterministic_kernels_are_off_by_default_and_fingerprinted():
+    default = plan_runs(TrainParams.model_validate({"opt": {"members": []}}), MANIFEST, shards="/s", code="c")
+    exact = TrainParams.model_validate({"opt": {"members": []}, "deterministic": True})
+    assert default[0].config["deterministic"] is False
+    assert plan_runs(exact, MANIFEST, shards="/s", code="c")[0].fingerprint != default[0].fingerprint
+
+
 def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():
     """No table of its own: a strategy gets ``seed`` iff the library's factory takes it."""
     for name in list_strategies():

@@ -201,6 +201,8 @@ class TrainParams(_Section):
     eval_batch_size: PositiveInt = 512
     amp: bool = True
     compile: bool = False
+    # GPU kernels: false = cuDNN autotunes (fastest, as bench/ measures); true = reproducible bit for bit
+    deterministic: bool = False
     seed: NonNegativeInt = 0
     scaling: ScalingParams = Field(default_factory=ScalingParams)
     max_failures: int = Field(default=2, ge=-1)

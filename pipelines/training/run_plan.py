@@ -181,6 +181,7 @@ def run_config(
         "eval_batch_size": params.eval_batch_size,
         "amp": params.amp,  # with use_gpu: the precision trained in (AMP runs on CUDA only)
         "compile": params.compile,
+        "deterministic": params.deterministic,
         "seed": seed,
         "input_shape": [int(channels), int(height), int(width)],
         "shards": shards,

@@ -185,7 +185,7 @@ def batchnorm_across_ranks(
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: build with ``anytime``, resume from the last checkpoint, train/evaluate/report."""
     rank, run = ray.train.get_context().get_world_rank(), config["member"]
-    seed_everything(config["seed"] + rank)
+    seed_everything(config["seed"] + rank, deterministic=config["deterministic"])
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
     state = WorkerState.build(config, device)
