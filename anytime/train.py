@@ -283,11 +283,10 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module, loader: Batches, *, device: torch.device | str, amp: bool = True, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax outputs of every head: ``probs`` float32 [K, N, C], ``labels`` int64 [N], in loader order."""
-    device = torch.device(device)
+def _predict(
+    model: nn.Module, loader: Batches, device: torch.device, amp: bool, progress: bool
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Each batch's softmax outputs of every head [K, B, C] and labels [B], on the CPU, in loader order."""
     model.eval()
     probs: list[Tensor] = []
     labels: list[Tensor] = []
@@ -295,10 +294,58 @@ def evaluate(
         with _autocast(device, amp):
             outputs = model(images.to(device, non_blocking=True))
         probs.append(torch.stack([out.float().softmax(dim=1) for out in outputs]).cpu())
-        labels.append(batch_labels.cpu())
+        labels.append(batch_labels.cpu().to(torch.int64))
+    return probs, labels
+
+
+def evaluate(
+    model: nn.Module, loader: Batches, *, device: torch.device | str, amp: bool = True, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax outputs of every head: ``probs`` float32 [K, N, C], ``labels`` int64 [N], in loader order."""
+    probs, labels = _predict(model, loader, torch.device(device), amp, progress)
     if not probs:
         raise ValueError("loader yielded no batches: nothing to evaluate")
-    return torch.cat(probs, dim=1).numpy(), torch.cat(labels).to(torch.int64).numpy()
+    return torch.cat(probs, dim=1).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate_shared(
+    model: nn.Module, loader: Batches, *, device: torch.device | str, amp: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evaluate` with the work spread over the data-parallel ranks: each rank's ``loader`` holds its
+    share of the split (contiguous, in rank order), and every rank returns all shares joined in rank order.
+
+    Every rank evaluates rank 0's network: its buffers (BatchNorm statistics, which each rank updated
+    from its own last batch) are broadcast first, so the result is what rank 0 alone would compute over the
+    whole split. Without torch.distributed this is :func:`evaluate`. A rank's share may be empty.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return evaluate(model, loader, device=device, amp=amp)
+    device = torch.device(device)
+    for buffer in _unwrap(model).buffers():
+        dist.broadcast(buffer, src=0)
+    probs, labels = _predict(model, loader, device, amp, progress=False)
+    mine = torch.cat(probs, dim=1).to(device) if probs else None
+    mine_labels = torch.cat(labels).to(device) if labels else torch.zeros(0, dtype=torch.int64, device=device)
+    world = dist.get_world_size()
+    shape = torch.tensor(mine.shape if mine is not None else (0, 0, 0), device=device)
+    shapes = [torch.zeros_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape)
+    heads, most, classes = (int(v) for v in torch.stack(shapes).max(dim=0).values)
+    if most == 0:
+        raise ValueError("loader yielded no batches on any rank: nothing to evaluate")
+    padded = torch.zeros(heads, most, classes, device=device)
+    padded_labels = torch.zeros(most, dtype=torch.int64, device=device)
+    if mine is not None:
+        padded[:, : mine.shape[1]] = mine
+        padded_labels[: mine.shape[1]] = mine_labels
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    gathered_labels = [torch.empty_like(padded_labels) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    dist.all_gather(gathered_labels, padded_labels)
+    sizes = [int(s[1]) for s in shapes]
+    joined = torch.cat([g[:, :n] for g, n in zip(gathered, sizes, strict=True)], dim=1)
+    joined_labels = torch.cat([g[:n] for g, n in zip(gathered_labels, sizes, strict=True)])
+    return joined.cpu().numpy(), joined_labels.cpu().numpy()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
