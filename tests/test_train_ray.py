@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from anytime.data import ShardDataset
 from anytime.models import create_model
 from pipelines.live import StageLive
 from pipelines.paths import LIVE_DIR, MEMBERS_DIR
@@ -110,3 +111,7 @@ def test_killed_data_parallel_driver_is_rerun_and_resumes_from_its_last_checkpoi
     assert [epoch for epoch, _ in after] == [0, 1, 2, 3]  # each once, including one the killed driver missed
     assert after[: len(before)] == before and before[-1][1] < killed_at  # no logged epoch trained again
     check_outputs(project / MEMBERS_DIR / "m0", num_heads=3, epochs=4)
+    # both ranks evaluated their share, gathered in the split's own order (as one process reads it)
+    for split in ("val", "test"):
+        alone = [label for _, label in ShardDataset(str(digits_shards), split, rank=0, world_size=1)]
+        assert np.load(project / MEMBERS_DIR / "m0" / f"labels_{split}.npy").tolist() == alone

@@ -40,7 +40,7 @@ from anytime.flops import head_costs
 from anytime.metrics import anytime_auc, head_errors
 from anytime.models import create_model
 from anytime.train import (
-    evaluate,
+    evaluate_shared,
     load_checkpoint,
     make_grad_scaler,
     make_optimizer,
@@ -81,8 +81,11 @@ def maybe_inject_fault(run: str, epoch: int) -> None:
 
 
 def _loader(config: dict[str, Any], split: str, *, train: bool) -> DataLoader:
-    """Train: this rank's share, shuffled and augmented, ``batch_size`` per device. Eval: the whole split
-    (only rank 0 evaluates)."""
+    """This rank's share of ``split``. Train: shuffled and augmented, ``batch_size`` per device. Eval: a
+    contiguous range read in order by this process (no loader workers, whose batches would interleave),
+    so the ranks' shares joined in rank order are the split in its own order whatever the scaling: every
+    run's outputs then list the samples alike (``anytime.train.evaluate_shared``)."""
+    context = ray.train.get_context()
     dataset = ShardDataset(
         config["shards"],
         split,
@@ -90,10 +93,12 @@ def _loader(config: dict[str, Any], split: str, *, train: bool) -> DataLoader:
         seed=config["seed"],
         augment=train,
         endpoint_url=config.get("endpoint_url"),
-        **({} if train else {"rank": 0, "world_size": 1}),
+        rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
     )
-    batch = config["batch_size"] if train else config["eval_batch_size"]
-    return DataLoader(dataset, batch_size=batch, num_workers=config.get("loader_workers", 0))
+    if not train:
+        return DataLoader(dataset, batch_size=config["eval_batch_size"])
+    return DataLoader(dataset, batch_size=config["batch_size"], num_workers=config.get("loader_workers", 0))
 
 
 def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dict[str, Any]:
@@ -101,15 +106,24 @@ def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dic
     return {"val_top1": top1, "val_top1_final": top1[-1], "val_auc": anytime_auc(flops, top1)}
 
 
-def _write_final(directory: Path, model: torch.nn.Module, config: dict[str, Any], val, flops) -> None:
+Evaluated = tuple[np.ndarray, np.ndarray]  # probs [K, N, C], labels [N] of a whole split
+
+
+def _evaluate(state: WorkerState, config: dict[str, Any], split: str) -> Evaluated:
+    """Every rank: its share of ``split`` evaluated, all shares gathered (rank 0's network throughout)."""
+    net = state.model.module if hasattr(state.model, "module") else state.model
+    loader = _loader(config, split, train=False)
+    return evaluate_shared(net, loader, device=ray.train.torch.get_device(), amp=config["amp"])
+
+
+def _write_final(
+    directory: Path, model: torch.nn.Module, config: dict[str, Any], val: Evaluated, test: Evaluated, flops
+) -> None:
     """The member outputs (DESIGN.md "Member outputs") minus metrics.json, which the driver derives."""
     final = directory / FINAL_DIR
     final.mkdir()
     net = model.module if hasattr(model, "module") else model
     torch.save({"config": net.config, "state_dict": net.state_dict()}, final / "model.pt")
-    test = evaluate(
-        net, _loader(config, "test", train=False), device=ray.train.torch.get_device(), amp=config["amp"]
-    )
     for split, (probs, labels) in (("val", val), ("test", test)):
         np.save(final / f"probs_{split}.npy", probs.astype(np.float32))
         np.save(final / f"labels_{split}.npy", labels.astype(np.int64))
@@ -195,7 +209,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         state.model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay the eager ones
     state.model = ray.train.torch.prepare_model(state.model)
     train_data = _loader(config, "train", train=True)
-    val_data = _loader(config, "val", train=False) if rank == 0 else None
     for epoch in range(start, config["epochs"]):
         train_data.dataset.set_epoch(epoch)
         maybe_inject_fault(run, epoch)
@@ -217,8 +230,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "head_losses": stats["head_losses"],
             "node_id": _node_id(),
         }
+        val = _evaluate(state, config, "val")  # every rank its share
+        final = epoch == config["epochs"] - 1 and config.get("final_outputs", False)
+        test = _evaluate(state, config, "test") if final else None
         if rank == 0:
-            _report_validated(state, config, epoch, metrics, val_data)
+            _report_validated(state, config, epoch, metrics, val, test)
         else:
             ray.train.report(metrics, checkpoint=None)
 
@@ -230,19 +246,23 @@ def _node_id() -> str | None:
 
 
 def _report_validated(
-    state: WorkerState, config: dict[str, Any], epoch: int, metrics: dict[str, Any], val_data: DataLoader
+    state: WorkerState,
+    config: dict[str, Any],
+    epoch: int,
+    metrics: dict[str, Any],
+    val: Evaluated,
+    test: Evaluated | None,
 ) -> None:
-    """Rank 0: validate, checkpoint the epoch (the last one with the final outputs) and report both."""
-    net = state.model.module if hasattr(state.model, "module") else state.model
-    val = evaluate(net, val_data, device=ray.train.torch.get_device(), amp=config["amp"])
+    """Rank 0: checkpoint the validated epoch (the last one with the final outputs, given ``test``) and
+    report both."""
     metrics |= _val_metrics(*val, state.flops)
     metrics |= {"time_ms": int(time.time() * 1000), "history": state.history}
     state.history = [*state.history, {key: metrics[key] for key in EPOCH_RECORD}]
     # Ray deletes this directory once persisted to storage (local mode keeps it: nothing to upload).
     directory = Path(tempfile.mkdtemp(prefix=f"anytime-{config['member']}-"))
     state.save(directory / CHECKPOINT_FILE, epoch)
-    if epoch == config["epochs"] - 1 and config.get("final_outputs", False):
-        _write_final(directory, state.model, config, val, state.flops)
+    if test is not None:
+        _write_final(directory, state.model, config, val, test, state.flops)
     checkpoint = Checkpoint.from_directory(str(directory))
     ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
