@@ -109,10 +109,9 @@ def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dic
 Evaluated = tuple[np.ndarray, np.ndarray]  # probs [K, N, C], labels [N] of a whole split
 
 
-def _evaluate(state: WorkerState, config: dict[str, Any], split: str) -> Evaluated:
-    """Every rank: its share of ``split`` evaluated, all shares gathered (rank 0's network throughout)."""
+def _evaluate(state: WorkerState, config: dict[str, Any], loader: DataLoader) -> Evaluated:
+    """Every rank: its share of a split evaluated, all shares gathered (rank 0's network throughout)."""
     net = state.model.module if hasattr(state.model, "module") else state.model
-    loader = _loader(config, split, train=False)
     return evaluate_shared(net, loader, device=ray.train.torch.get_device(), amp=config["amp"])
 
 
@@ -208,7 +207,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if config["compile"]:
         state.model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay the eager ones
     state.model = ray.train.torch.prepare_model(state.model)
-    train_data = _loader(config, "train", train=True)
+    train_data, val_data = _loader(config, "train", train=True), _loader(config, "val", train=False)
     for epoch in range(start, config["epochs"]):
         train_data.dataset.set_epoch(epoch)
         maybe_inject_fault(run, epoch)
@@ -230,9 +229,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "head_losses": stats["head_losses"],
             "node_id": _node_id(),
         }
-        val = _evaluate(state, config, "val")  # every rank its share
+        val = _evaluate(state, config, val_data)  # every rank its share
         final = epoch == config["epochs"] - 1 and config.get("final_outputs", False)
-        test = _evaluate(state, config, "test") if final else None
+        test = _evaluate(state, config, _loader(config, "test", train=False)) if final else None
         if rank == 0:
             _report_validated(state, config, epoch, metrics, val, test)
         else:
