@@ -21,9 +21,10 @@ before the clock is read, so a step's time is its real compute time. A request w
 too low ends past its deadline by at most that misprediction of one step.
 
 One long-lived worker thread (:meth:`AnytimeEngine.start`) forms batches from a capped queue: a batch waits
-for more requests at most ``max_wait_s`` after its oldest one arrived, and never past the moment the first
-step would no longer fit a waiting request's deadline. :meth:`AnytimeEngine.run` serves one batch in the
-caller's thread (notebooks, :class:`anytime.eann.AnytimePredictor`).
+for more requests at most ``max_wait_s`` after its oldest one arrived, and never past the moment a waiting
+request could no longer run every step by its deadline (waiting never costs a request a head).
+:meth:`AnytimeEngine.run` serves one batch in the caller's thread (notebooks,
+:class:`anytime.eann.AnytimePredictor`).
 """
 
 from __future__ import annotations
@@ -406,10 +407,10 @@ class AnytimeEngine:
 
     def _wait_limit(self) -> float:
         """When batching must stop waiting: ``max_wait_s`` after the oldest arrival, or earlier where a queued
-        deadline would stop fitting the first step at the batch's size."""
+        request's deadline would stop fitting every step (waiting never costs a request a head)."""
         n = min(len(self._queue) + 1, self.max_batch)
-        first = self.step_time(0, n)
-        limits = [r.deadline - first for r in self._queue if r.deadline is not None]
+        full = self.latency(len(self.steps) - 1, n)
+        limits = [r.deadline - full for r in self._queue if r.deadline is not None]
         return min([self._queue[0].received + self.max_wait_s, *limits])
 
     def _next_batch(self) -> list[_Request] | None:
