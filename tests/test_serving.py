@@ -8,13 +8,7 @@ are reached with a few requests.
 from __future__ import annotations
 
 import json
-import os
-import queue
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -26,51 +20,24 @@ import torch
 from anytime.eann.engine import AnytimeEngine
 from anytime.record import load_network, read_record
 from bench.digits_members import digits_splits, train_members
+from bench.server_process import running_server
 
 pytestmark = pytest.mark.heavy
 
 NAME = "digits"
 SLACK_MS = 100.0  # stated slack for the deadline bound: HTTP, event loop and a loaded machine's scheduling
 MAX_QUEUE, MAX_BATCH, MAX_BODY = 16, 8, 65536
-START_TIMEOUT_S = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     outputs = tmp_path_factory.mktemp("outputs")
     members = train_members(outputs, depths=(1, 2), epochs=6)
-    port = _free_port()
-    command = [
-        *(sys.executable, "-m", "serving", "--outputs", str(outputs), "--port", str(port), "--name", NAME),
-        *("--max-queue", str(MAX_QUEUE), "--max-batch", str(MAX_BATCH), "--max-body-bytes", str(MAX_BODY)),
-        *("--max-wait-ms", "50"),
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own private cluster
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
-    url = f"http://127.0.0.1:{port}/v2/models/{NAME}"
-    seen = []
-    try:
-        while True:
-            line = lines.get(timeout=START_TIMEOUT_S)
-            seen.append(line)
-            if line.strip() == f"serving {NAME} at {url}":
-                break
-    except queue.Empty:
-        process.kill()
-        pytest.fail("the server did not print its URL:\n" + "".join(seen[-30:]))
-    yield {"url": url, "base": f"http://127.0.0.1:{port}", "members": members, "port": port}
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 130  # ended cleanly: the stages' interrupted exit code
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()  # nothing listens any more
+    limits = ["--max-queue", str(MAX_QUEUE), "--max-batch", str(MAX_BATCH), "--max-body-bytes", str(MAX_BODY)]
+    with running_server(outputs, NAME, [*limits, "--max-wait-ms", "50"]) as (base, port):
+        yield {"url": f"{base}/v2/models/{NAME}", "base": base, "members": members, "port": port}
+    with pytest.raises(OSError):  # ended cleanly (exit 130, checked on exit), and nothing listens any more
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
 def _call(url: str, body: bytes | dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
