@@ -10,11 +10,12 @@ then offers Poisson arrivals at 0.5, 0.8, 1, 1.5 and 2x capacity, each request w
 from 0.25-2x p50, to four policies: ``anytime`` (the deadline goes to the server), ``full`` (fixed full depth:
 plain batched serving), ``early`` (the fixed head with the best expected accuracy for the deadline
 distribution, from the calibrated latencies and validation errors) and ``confidence`` (leave at the first head
-whose softmax reaches ``--threshold``). Attainment is judged by the client: an answer (HTTP 200) received by
-the deadline. It prints, per policy and load: attainment, goodput (correct answers by the deadline per
-second), agreement with the full network's answer, accuracy, p50/p99 latency, the server-side overshoot past
-the deadline (p99), refusals; then the loose-deadline throughput ratio and the engine's fixed cost per step
-over a plain ``forward(until=k)``, and the issue's targets met or missed.
+whose softmax reaches ``--threshold``). Attainment counts answers (HTTP 200) by the deadline from the
+server's receipt, the protocol's ``deadline_ms``; a client-side column adds the HTTP path both ways. It
+prints, per policy and load: attainment, goodput (correct answers by the deadline per second), agreement with
+the full network's answer, accuracy, p50/p99 latency, the server-side overshoot past the deadline (p99),
+504s and 503s; then the loose-deadline throughput ratio, the engine's fixed cost per step over a plain
+``forward(until=k)``, and the issue's targets met or missed.
 
 Numbers on a shared machine are indicative: run it niced and alone if you can.
 """
@@ -140,30 +141,36 @@ def engine_overhead_ms(directory: Path, repeats: int) -> float:
 
 
 def summarise(results: list[Result], truth: np.ndarray, full: np.ndarray, duration: float) -> dict:
-    on_time = [r for r in results if r.status == 200 and r.latency_ms <= r.deadline_ms]
+    """Attainment and goodput count answers by the deadline from the server's receipt (the protocol's
+    ``deadline_ms``); ``client`` attainment adds the HTTP path both ways."""
     answered = [r for r in results if r.status == 200]
+    on_time = [r for r in answered if r.server_ms <= r.deadline_ms]
     latencies = [r.latency_ms for r in answered] or [float("nan")]
-    overshoot = [max(0.0, r.server_ms - r.deadline_ms) for r in answered if r.server_ms is not None] or [0.0]
+    overshoot = [max(0.0, r.server_ms - r.deadline_ms) for r in answered] or [0.0]
     correct = sum(r.label == truth[r.image] for r in on_time)
+    total = max(1, len(results))
     return {
         "requests": len(results),
-        "attainment": len(on_time) / max(1, len(results)),
+        "attainment": len(on_time) / total,
+        "client": sum(r.latency_ms <= r.deadline_ms for r in answered) / total,
         "goodput": correct / duration,
-        "accuracy": correct / max(1, len(results)),
+        "accuracy": correct / total,
         "agreement": sum(r.label == full[r.image] for r in answered) / max(1, len(answered)),
         "p50": float(np.percentile(latencies, 50)),
         "p99": float(np.percentile(latencies, 99)),
         "overshoot_p99": float(np.percentile(overshoot, 99)),
-        "refused": sum(r.status in (503, 504) for r in results),
+        "shed": sum(r.status == 504 for r in results),
+        "refused": sum(r.status == 503 for r in results),
     }
 
 
-def early_step(steps: list[dict], p50: float, http_ms: float) -> int:
-    """The fixed step with the best expected accuracy when deadlines are uniform over DEADLINE_RANGE x p50."""
+def early_step(steps: list[dict], p50: float, batch: int) -> int:
+    """The fixed step with the best expected accuracy when deadlines (from receipt) are uniform over
+    DEADLINE_RANGE x p50 and each step takes its calibrated time at a full batch (the SLO under load)."""
     low, high = (f * p50 for f in DEADLINE_RANGE)
 
     def expected(step: dict) -> float:
-        needed = step["latency_ms"]["1"] + http_ms
+        needed = step["latency_ms"][str(batch)]
         return (1 - step["val_error"]) * float(np.clip((high - needed) / (high - low), 0, 1))
 
     return max(range(len(steps)), key=lambda s: expected(steps[s]))
@@ -195,11 +202,19 @@ async def bench(args: argparse.Namespace, outputs: Path) -> None:
             alone = [(await post(session, url + "/infer", bodies[i]))[2] for i in range(60)]
             p50 = statistics.median(alone)
             http_ms = max(0.0, p50 - steps[-1]["latency_ms"]["1"])
-            capacity = await closed_loop(session, url + "/infer", bodies, args.concurrency, args.duration)
             loose = [infer_body(images[i : i + 1], deadline_ms=60_000.0) for i in range(len(images))]
-            loose_rate = await closed_loop(session, url + "/infer", loose, args.concurrency, args.duration)
-            early = early_step(steps, p50, http_ms)
+            rates: dict[str, list[float]] = {"full": [], "loose": []}
+            for _ in range(3):  # interleaved rounds: a neighbour's burst hits both sides alike
+                for kind, requests in (("full", bodies), ("loose", loose)):
+                    rate = await closed_loop(
+                        session, url + "/infer", requests, args.concurrency, args.duration / 2
+                    )
+                    rates[kind].append(rate)
+            capacity = statistics.median(rates["full"])
+            loose_ratio = statistics.median(b / a for a, b in zip(rates["full"], rates["loose"], strict=True))
+            early = early_step(steps, p50, args.max_batch)
             print(f"p50 alone {p50:.2f} ms (HTTP path ~{http_ms:.2f} ms), capacity {capacity:.0f} req/s")
+            print(f"loose-deadline throughput / plain batched: {loose_ratio:.3f} (median of 3 rounds)")
             print(
                 f"early policy: step {early} (member {steps[early]['member']}, head {steps[early]['head']})"
             )
@@ -229,15 +244,20 @@ async def bench(args: argparse.Namespace, outputs: Path) -> None:
     oracle = max(
         np.mean(
             [
-                r.deadline_ms >= steps[s]["latency_ms"]["1"] + http_ms
-                and labels[s][r.image] == truth[r.image]
+                r.deadline_ms >= steps[s]["latency_ms"]["1"] and labels[s][r.image] == truth[r.image]
                 for r in anytime_low
             ]
         )
         for s in range(len(steps))
     )
     overhead = engine_overhead_ms(dirs[-1], args.overhead_repeats)
-    summary = {"capacity": capacity, "p50": p50, "loose_ratio": loose_rate / capacity, "oracle": oracle}
+    summary = {
+        "capacity": capacity,
+        "p50": p50,
+        "loose_ratio": loose_ratio,
+        "oracle": oracle,
+        "http_ms": http_ms,
+    }
     report(rows, {**summary, "overhead": overhead, "steps": steps}, args)
 
 
@@ -281,7 +301,8 @@ def report(rows: list, summary: dict, args: argparse.Namespace) -> None:
         )
     by = {(policy, load): s for policy, load, s in rows}
     print(
-        f"\ncapacity {summary['capacity']:.0f} req/s; p50 alone {summary['p50']:.2f} ms; deadlines uniform "
+        f"\ncapacity {summary['capacity']:.0f} req/s; p50 alone {summary['p50']:.2f} ms (HTTP path "
+        f"~{summary['http_ms']:.2f} ms); deadlines uniform "
         f"{DEADLINE_RANGE[0]}-{DEADLINE_RANGE[1]}x p50; confidence threshold {args.threshold}; "
         f"best single head knowing every deadline: accuracy {summary['oracle']:.1%}"
     )

@@ -210,10 +210,13 @@ class AnytimeEngine:
             self.step_times[n] = [sorted(column)[len(column) // 2] for column in zip(*runs[1:], strict=True)]
 
     def _observe(self, s: int, n: int, seconds: float) -> None:
-        """Move the estimate for ``n``'s batch size towards a measured step time (EMA)."""
+        """Move the estimate for ``n``'s batch size towards a measured step time (EMA). A measurement is
+        clipped to [1/2, 2] x the estimate first: one step preempted on a busy machine moves the estimate by
+        at most ``ema``, while a real change is followed within a few batches."""
         bucket = self._bucket(n)
         times = self.step_times[bucket]
-        times[s] += self.ema * (seconds * min(1.0, bucket / n) - times[s])
+        measured = min(max(seconds * min(1.0, bucket / n), times[s] / 2), times[s] * 2)
+        times[s] += self.ema * (measured - times[s])
 
     # --- compute --------------------------------------------------------------------------------------------
 
@@ -241,73 +244,65 @@ class AnytimeEngine:
         """Serve ``batch``, resolving each request's future the moment it leaves."""
         start = self._synced_now()
         x = torch.stack([r.x for r in batch]).to(self.device)
-        active = list(range(len(batch)))
-        rows = torch.arange(len(batch), device=self.device)
-        chosen: Tensor | None = None  # [N, C]: each request's current answer
-        finals: Tensor | None = None  # [N, C]: each request's previous member's final output
-        features: Tensor | None = None
-        last = len(self.steps) - 1
+        active = list(range(len(batch)))  # batch indices still running, in the order of the tensors below
+        features = latest = final = None  # their features, latest logits, previous member's final logits
 
-        def leave(i: int, status: Status, s: int, now: float) -> None:
-            r, done = batch[i], s - 1  # s: the step it did not run
-            answered = done >= 0
-            step = self.steps[self.answer_of[done]] if answered else None
-            met = None if r.deadline is None else answered and now <= r.deadline
-            r.future.set_result(
-                Answer(
-                    logits=chosen[i].cpu() if answered else None,
-                    member=step.member if step else None,
-                    head=step.head if step else None,
-                    flops=self.steps[done].flops if answered else 0.0,
-                    steps_computed=done + 1,
-                    status=status,
-                    queued_s=start - r.received,
-                    compute_s=now - start,
-                    deadline_met=met,
+        def leave(positions: list[int], status: Status, done: int, now: float) -> None:
+            """Answer the active requests at ``positions``; ``done``: the last step they ran (-1: none)."""
+            chosen = self.answer_of[done] if done >= 0 else None
+            step = None if chosen is None else self.steps[chosen]
+            source = latest if chosen == done else final
+            for p in positions:
+                r = batch[active[p]]
+                r.future.set_result(
+                    Answer(
+                        logits=None if step is None else source[p].cpu(),
+                        member=None if step is None else step.member,
+                        head=None if step is None else step.head,
+                        flops=0.0 if step is None else self.steps[done].flops,
+                        steps_computed=done + 1,
+                        status=status,
+                        queued_s=start - r.received,
+                        compute_s=now - start,
+                        deadline_met=None if r.deadline is None else step is not None and now <= r.deadline,
+                    )
                 )
-            )
 
-        def shrink(keep: list[int]) -> None:
-            nonlocal rows, features, active
+        def keep_only(keep: list[int]) -> None:
+            nonlocal active, features, latest, final
             index = torch.tensor(keep, device=self.device)
-            rows = rows[index]
-            features = None if features is None else features[index]
+            features, latest, final = (None if t is None else t[index] for t in (features, latest, final))
             active = [active[p] for p in keep]
 
         now = start
-        for s in range(len(self.steps)):
-            keep = []
-            for pos, i in enumerate(active):
-                status = self._leaves(batch[i], s, len(active), now)
-                if status is None:
-                    keep.append(pos)
-                else:
-                    leave(i, status, s, now)
-            if not keep:
-                return
-            if len(keep) < len(active):
-                shrink(keep)
-            if self.steps[s].head == 0:
-                features = None  # a member starts from the inputs
+        for s, step in enumerate(self.steps):
+            leaving: dict[Status, list[int]] = {}
+            for p, i in enumerate(active):
+                if (status := self._leaves(batch[i], s, len(active), now)) is not None:
+                    leaving.setdefault(status, []).append(p)
+            if leaving:
+                for status, positions in leaving.items():
+                    leave(positions, status, s - 1, now)
+                gone = {p for positions in leaving.values() for p in positions}
+                if len(gone) == len(active):
+                    return
+                keep_only([p for p in range(len(active)) if p not in gone])
+            if step.head == 0:  # a member starts from the inputs
+                inputs = x if len(active) == len(batch) else x[torch.tensor(active, device=self.device)]
+                features = None
             before = now
-            features, logits = self._compute(s, x[rows], features)
-            if chosen is None:
-                chosen = torch.empty(len(batch), logits.shape[1], device=self.device)
-                finals = torch.empty_like(chosen)
-            chosen[rows] = logits if self.answer_of[s] == s else finals[rows]
-            if s == last or self.steps[s + 1].member != self.steps[s].member:
-                finals[rows] = logits
-            confident = set(self._confident(batch, active, logits))
+            features, latest = self._compute(s, inputs, features)
+            if s + 1 == len(self.steps) or self.steps[s + 1].member != step.member:
+                final = latest
+            confident = self._confident(batch, active, latest)
             now = self._synced_now()
             self._observe(s, len(active), now - before)
             if confident:
-                for pos in confident:
-                    leave(active[pos], Status.CONFIDENT, s + 1, now)
+                leave(confident, Status.CONFIDENT, s, now)
                 if len(confident) == len(active):
                     return
-                shrink([p for p in range(len(active)) if p not in confident])
-        for i in active:
-            leave(i, Status.COMPLETE, len(self.steps), now)
+                keep_only([p for p in range(len(active)) if p not in set(confident)])
+        leave(list(range(len(active))), Status.COMPLETE, len(self.steps) - 1, now)
 
     @staticmethod
     def _confident(batch: list[_Request], active: list[int], logits: Tensor) -> list[int]:
