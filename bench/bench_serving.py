@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -70,8 +71,12 @@ def infer_body(images: np.ndarray, **parameters) -> dict:
 async def post(session: aiohttp.ClientSession, url: str, body: dict) -> tuple[int, dict, float]:
     start = time.perf_counter()
     async with session.post(url, json=body) as response:
-        payload = await response.json()
-        return response.status, payload, (time.perf_counter() - start) * 1e3
+        text = await response.text()
+        latency = (time.perf_counter() - start) * 1e3
+        try:
+            return response.status, json.loads(text), latency
+        except json.JSONDecodeError:  # Serve's own 503 (its capped queue) is plain text
+            return response.status, {"error": text}, latency
 
 
 async def closed_loop(session, url: str, bodies: list[dict], concurrency: int, duration: float) -> float:

@@ -47,7 +47,12 @@ def _call(url: str, body: bytes | dict | None = None, headers: dict | None = Non
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        text = error.read().decode()
+        try:
+            return error.code, json.loads(text)
+        except json.JSONDecodeError:  # Serve's own 503 when its capped queue is full: plain text
+            assert error.code == 503, text
+            return error.code, {"error": text.strip()}
 
 
 def _infer_body(images: np.ndarray, **parameters) -> dict:
