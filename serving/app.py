@@ -157,9 +157,11 @@ def build(args: dict) -> serve.Application:
     members = [m for m in str(args.pop("members", "") or "").split(",") if m]
     settings = ServerSettings(**args)
     directories = [str(d) for d in member_dirs(Path(outputs) / MEMBERS_DIR.name, members)]
+    # Requests go straight into the replica, where the engine's queue sheds by deadline; Serve's own queue in
+    # front of it (where the deadline clock has not started) is kept short, past it Serve answers 503.
     max_ongoing = settings.max_queue + settings.max_batch
     return AnytimeServer.options(
         num_replicas=settings.replicas,
         max_ongoing_requests=max_ongoing,
-        max_queued_requests=settings.max_queue,
+        max_queued_requests=settings.max_batch,
     ).bind(name, directories, settings)
