@@ -333,11 +333,13 @@ class AnytimeEngine:
         deadline = None if deadline_s is None else received + deadline_s
         return _Request(x, received, deadline, flops, confidence)
 
-    def _refused(self, r: _Request, n: int) -> bool:
-        """Answer now, with no compute, a request whose deadline cannot fit the first step at size ``n``."""
-        if r.deadline is None or self.now() + self.step_time(0, n) <= r.deadline:
+    def _unfit(self, r: _Request, n: int, status: Status) -> bool:
+        """Answer now, with ``status`` and no compute, if ``r``'s deadline cannot fit the first step at size
+        ``n``: ``UNREACHABLE`` on arrival, ``EXPIRED`` when taken from the queue."""
+        now = self.now()
+        if r.deadline is None or now + self.step_time(0, n) <= r.deadline:
             return False
-        r.future.set_result(Answer(None, None, None, 0.0, 0, Status.UNREACHABLE, 0.0, 0.0, False))
+        r.future.set_result(Answer(None, None, None, 0.0, 0, status, now - r.received, 0.0, False))
         return True
 
     def run(
@@ -351,7 +353,7 @@ class AnytimeEngine:
         """Serve the samples of batch ``x`` now, in this thread, under one deadline (from now) and budget."""
         received = self.now()
         requests = [self._request(sample, received, deadline_s, flops, confidence) for sample in x]
-        waiting = [r for r in requests if not self._refused(r, len(requests))]
+        waiting = [r for r in requests if not self._unfit(r, len(requests), Status.UNREACHABLE)]
         if waiting:
             self._run_batch(waiting)
         return [r.future.result() for r in requests]
@@ -370,7 +372,7 @@ class AnytimeEngine:
         Raises :class:`EngineFull` at once when ``max_queue`` requests are waiting.
         """
         r = self._request(x, received, deadline_s, flops, confidence)
-        if self._refused(r, 1):
+        if self._unfit(r, 1, Status.UNREACHABLE):
             return r.future
         with self._cond:
             if self._worker is None or self._closed:
@@ -419,10 +421,19 @@ class AnytimeEngine:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            return [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            batch: list[_Request] = []
+            while self._queue and len(batch) < self.max_batch:
+                r = self._queue.popleft()
+                if not self._unfit(
+                    r, len(batch) + 1, Status.EXPIRED
+                ):  # an expired request takes no place in the batch
+                    batch.append(r)
+            return batch
 
     def _serve_queue(self) -> None:
         while (batch := self._next_batch()) is not None:
+            if not batch:
+                continue
             try:
                 self._run_batch(batch)
             except Exception as exc:  # a failed batch fails its own requests, never the worker
