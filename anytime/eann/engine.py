@@ -423,10 +423,8 @@ class AnytimeEngine:
                 self._cond.wait(remaining)
             batch: list[_Request] = []
             while self._queue and len(batch) < self.max_batch:
-                r = self._queue.popleft()
-                if not self._unfit(
-                    r, len(batch) + 1, Status.EXPIRED
-                ):  # an expired request takes no place in the batch
+                r = self._queue.popleft()  # an expired request is answered here and takes no place
+                if not self._unfit(r, len(batch) + 1, Status.EXPIRED):
                     batch.append(r)
             return batch
 
