@@ -343,6 +343,9 @@ def plot(by: dict, path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outputs", default=None, help="serve these outputs (default: train digits members)")
+    parser.add_argument("--depths", type=int, nargs="+", default=[2, 4], help="members' n (trained here)")
+    parser.add_argument("--width", type=int, default=16, help="members' c (trained here)")
+    parser.add_argument("--epochs", type=int, default=8, help="members' epochs (trained here)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per policy and load")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop clients for capacity")
     parser.add_argument("--connections", type=int, default=256, help="client connection pool")
@@ -356,7 +359,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        outputs = Path(args.outputs) if args.outputs else train_members(tmp, depths=(2, 4), width=16).parent
+        if args.outputs:
+            outputs = Path(args.outputs)
+        else:
+            outputs = train_members(
+                tmp, depths=tuple(args.depths), width=args.width, epochs=args.epochs
+            ).parent
         asyncio.run(bench(args, outputs))
 
 
