@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -202,16 +203,15 @@ class ConcurrentTraining:
                 interrupted(RESUME_HINT)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
+    parser = cli.stage_parser("pipelines.train", __doc__)
     parser.add_argument("--only", action="append", metavar="NAME", help="train only these runs (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-train even runs whose outputs are current")
     parser.add_argument("--address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local one)")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] = ()) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
     shards = resolve_shards(params.train, params.data.dataset)
@@ -253,4 +253,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run_command(main)

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -337,9 +338,8 @@ def print_overrides(path: Path) -> None:
     print(" ".join(f"-S ++{key}={json.dumps(value)}" for key, value in overrides.items()))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
+    parser = cli.stage_parser("pipelines.tune", __doc__)
     parser.add_argument("--address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local one)")
     parser.add_argument(
         "--print-overrides",
@@ -351,7 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] = ()) -> None:
     args = parse_args(argv)
     if args.print_overrides:
         print_overrides(Path(args.print_overrides))
@@ -381,4 +381,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run_command(main)
