@@ -32,6 +32,7 @@ from ray.train import ScalingConfig, UserCallback
 from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from pipelines import console
 from pipelines.cli import UserError
 
 if TYPE_CHECKING:  # the config imports torch; Train controllers unpickle this module's callback
@@ -196,7 +197,7 @@ def interrupted(hint: str) -> NoReturn:
     """End an interrupted stage: disconnect (Ray then ends this job's actors and workers), hint, exit 130."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
     _shutdown()
-    print(f"\ninterrupted: {hint}", file=sys.stderr, flush=True)
+    console.warn(f"interrupted: {hint}")
     sys.exit(130)
 
 
@@ -212,20 +213,25 @@ def require_shared_paths(paths: Mapping[str, str]) -> None:
 
 
 class NodeLog:
-    """The node each run last reported from: a line when a run first reports, and when it moves on after its
-    node was lost (train runs and tune trials alike)."""
+    """Where each run reports from (train runs and tune trials alike): a line when a run moves on to another
+    node after its node was lost, and on a cluster of several nodes, where each run first reports."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
         self.nodes: dict[str, str] = {}
+        self.several = len(_node_capacities()) > 1
 
-    def moved(self, run: str, result: Mapping[str, Any]) -> str | None:
-        """``"<stage>: <run> epoch <e> on node <id>"`` when ``run`` reports from a new node, else None."""
+    def report(self, run: str, result: Mapping[str, Any]) -> None:
+        """Note the node of ``run``'s report; say so if it is a new one."""
         node = result.get("node_id")
         if node is None or self.nodes.get(run) == node:
-            return None
+            return
+        line = f"{self.stage}: {run} epoch {result['epoch']} on node {node}"
+        if run in self.nodes:
+            console.warn(f"{line} (its node was lost)")
+        elif self.several:
+            console.say(line)
         self.nodes[run] = node
-        return f"{self.stage}: {run} epoch {result['epoch']} on node {node}"
 
 
 @contextlib.contextmanager
@@ -255,6 +261,7 @@ def stage_session(
             wait_s = max(scaling.wait_for_resources_s for scaling in scalings)
             require_resources(trial_driver, 1, wait_s=wait_s, what="trial driver(s)")
         yield
+        _shutdown()  # now, while the stage's output still goes where it is told (pipelines.console)
     except KeyboardInterrupt:
         interrupted(resume_hint)
     finally:
@@ -291,13 +298,21 @@ def driver_queue() -> Queue:
 
 
 class ReportForwarder(UserCallback):
-    """Runs in a Train controller: puts rank 0's report of every epoch on the driver's queue.
+    """Runs in a Train controller: puts rank 0's report of every epoch on the driver's queue as
+    ``(run, metrics, None)``, and a worker group's failure (which Train retries up to ``max_failures``) as
+    ``(run, None, what)``.
 
-    Kept in this light module so controllers unpickle it without importing the stage (dvclive, tqdm).
+    Kept in this light module so controllers unpickle it without importing the stage (dvclive, numpy outputs).
     """
 
     def __init__(self, queue: Queue, run: str) -> None:
         self.queue, self.run = queue, run
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        self.queue.put((self.run, metrics[0]))
+        self.queue.put((self.run, metrics[0], None))
+
+    def after_exception(self, run_context, worker_exceptions) -> None:
+        what = "; ".join(
+            f"worker {rank}: {console.brief(exc)}" for rank, exc in sorted(worker_exceptions.items())
+        )
+        self.queue.put((self.run, None, what))

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from anytime.data import load_manifest
 from anytime.metrics import anytime_auc, head_errors, milestone_heads, reported_topk
-from pipelines import cli
+from pipelines import cli, console
 from pipelines.config import load_params
 from pipelines.config.train import TrainParams
 from pipelines.io import atomic_path
@@ -129,6 +129,7 @@ class ConcurrentTraining:
         self.fingerprints: dict[str, str] = {}
         self.bars: dict[str, tqdm] = {}
         self.node_log = NodeLog("train")
+        self.done = 0
 
     def fit(self, run: PlannedRun) -> Result:
         """One run to its end (in a driver thread); its Ray name resumes its last checkpoint, if any."""
@@ -150,9 +151,15 @@ class ConcurrentTraining:
             return
         while not self.reports.empty():
             items.append(self.reports.get_nowait())
-        for name, metrics in items:
-            if line := self.node_log.moved(name, metrics):
-                tqdm.write(line)
+        for name, metrics, failure in items:
+            if failure is not None:
+                console.warn(
+                    f"train: {name} failed on a worker ({failure}); Train retries it from its checkpoint"
+                )
+                continue
+            if self.bars[name].n == 0 and metrics["epoch"] > 0:
+                console.say(f"train: {name} resumed from its checkpoint of epoch {metrics['epoch'] - 1}")
+            self.node_log.report(name, metrics)
             self.live.log_epoch(name, self.fingerprints[name], metrics)
             self.bars[name].n = int(metrics["epoch"]) + 1
             self.bars[name].set_postfix(val_err=f"{metrics['val_top1_final']:.3f}")
@@ -164,13 +171,20 @@ class ConcurrentTraining:
             with result.checkpoint.as_directory() as directory:
                 metrics = write_outputs(run, Path(directory))
         except Exception as exc:  # one failed run must not lose the others' work
-            print(f"run {run.name} failed: {exc}", file=sys.stderr)
+            print(f"run {run.name} failed: {exc}", file=sys.stderr)  # the whole of it, in the log
+            console.warn(f"train: {run.name} failed: {console.brief(exc)}")
             return False
         # The last epoch's report (with the earlier ones), which a driver killed after that epoch's
         # checkpoint never logged: the re-run trains nothing more and reports nothing.
         self.live.log_epoch(run.name, run.fingerprint, result.metrics)
-        self.live.log_final(run.name, final_summary(run, metrics))
+        summary = final_summary(run, metrics)
+        self.live.log_final(run.name, summary)
         self.bars[run.name].close()
+        self.done += 1
+        console.say(
+            f"train: {run.name} done ({self.done} of {len(self.bars)}): "
+            f"test error {summary['test_error']:.4f}, test AUC {summary['test_auc']:.4f}"
+        )
         delete_run_storage(self.storage, run)
         return True
 
@@ -190,9 +204,7 @@ class ConcurrentTraining:
         """Fit every run concurrently; returns the names of failed runs (the others' outputs are written)."""
         self.fingerprints = {run.name: run.fingerprint for run in runs}
         self.bars = {
-            run.name: tqdm(
-                total=run.config["epochs"], desc=run.name, unit="epoch", position=position, dynamic_ncols=True
-            )
+            run.name: console.bar(total=run.config["epochs"], desc=run.name, unit="epoch", position=position)
             for position, run in enumerate(runs)
         }
         with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="fit") as pool:
@@ -208,6 +220,7 @@ def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
     parser.add_argument("--only", action="append", metavar="NAME", help="train only these runs (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-train even runs whose outputs are current")
     parser.add_argument("--address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local one)")
+    console.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -235,7 +248,9 @@ def main(argv: Sequence[str] = ()) -> None:
         f"train: {len(runs)} runs planned, {len(runs) - len(todo)} up to date, {len(todo)} to train",
         flush=True,
     )
-    if todo:
+    if not todo:
+        return
+    with console.stage_console("train", verbose=args.verbose):
         with stage_session(
             args.address,
             list({run.scaling.model_dump_json(): run.scaling for run in todo}.values()),
@@ -244,11 +259,11 @@ def main(argv: Sequence[str] = ()) -> None:
         ):
             started = time.monotonic()
             failed = ConcurrentTraining(params.train, live).run(todo)
-        print(
+        console.say(
             f"train: {len(todo) - len(failed)} of {len(todo)} runs done in {time.monotonic() - started:.0f}s"
         )
         if failed:
-            print(f"error: training failed for {', '.join(failed)} (re-run to resume them)", file=sys.stderr)
+            console.warn(f"error: training failed for {', '.join(failed)} (re-run to resume them)")
             sys.exit(1)
 
 
