@@ -51,6 +51,7 @@ from anytime.train import (
     train_one_epoch,
 )
 from anytime.weighting import WeightingStrategy, create_strategy
+from pipelines.ray_cluster import NodeAddressTorchConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, summary.json
@@ -280,6 +281,7 @@ def build_trainer(
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=scaling,
+        torch_config=NodeAddressTorchConfig(),
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,
