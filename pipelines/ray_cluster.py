@@ -250,8 +250,19 @@ class NodeLog:
         self.nodes[run] = node
 
 
+def _say_where(stage: str, joined: bool) -> None:
+    """One line: which cluster the stage runs on, and where Ray keeps its processes' own logs."""
+    node = worker._global_node
+    logs = f"; Ray's own logs on this node: {node.get_logs_dir_path()}" if node else ""
+    if joined:
+        console.say(f"{stage}: joined the Ray cluster at {ray.get_runtime_context().gcs_address}{logs}")
+    else:
+        console.say(f"{stage}: started a private Ray cluster on 127.0.0.1{logs}")
+
+
 @contextlib.contextmanager
 def stage_session(
+    stage: str,
     address: str | None,
     scalings: Sequence[ScalingParams],
     *,
@@ -264,7 +275,9 @@ def stage_session(
 
     SIGTERM (``timeout``, Kubernetes, Slurm) raises KeyboardInterrupt in the main thread, like Ctrl-C.
     """
+    joined = ray.is_initialized() or bool(address or os.environ.get("RAY_ADDRESS"))
     connect(address)
+    _say_where(stage, joined)
     # After ray.init, which installs a SIGTERM handler of its own that aborts the driver.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:

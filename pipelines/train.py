@@ -252,6 +252,7 @@ def main(argv: Sequence[str] = ()) -> None:
         return
     with console.stage_console("train", verbose=args.verbose):
         with stage_session(
+            "train",
             args.address,
             list({run.scaling.model_dump_json(): run.scaling for run in todo}.values()),
             shared_paths={"train.shards": shards, "train.storage_path": params.train.storage_path},

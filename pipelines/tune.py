@@ -471,6 +471,7 @@ def main(argv: Sequence[str] = ()) -> None:
         )
     with console.stage_console("tune", verbose=args.verbose):
         with stage_session(
+            "tune",
             args.address,
             [tp.scaling],
             shared_paths={"train.shards": plan.shards, "tune.storage_path": tp.storage_path},

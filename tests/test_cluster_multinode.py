@@ -199,7 +199,7 @@ def test_train_and_tune_as_a_ray_job_run_on_the_worker_nodes_with_storage_only_o
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
-    joined = re.findall(r"Connecting to existing Ray cluster at address: (\S+?)\.{3}", log)
+    joined = re.findall(r"joined the Ray cluster at ([^\s;]+)", log)
     assert joined and set(joined) == {ray_nodes.address}, (joined, ray_head.address)
     assert marker.exists() and "injected fault in run 'm1' at epoch 1" in log
 
