@@ -39,7 +39,9 @@ TRAINING_CODE = (
     "anytime/train.py",
     "anytime/flops.py",
     "anytime/metrics.py",
+    "pipelines/__init__.py",
     "pipelines/training/__init__.py",
+    "pipelines/training/process_group.py",
     "pipelines/training/train_worker.py",
 )
 # Config keys that change where or how fast a run goes, not what it learns.

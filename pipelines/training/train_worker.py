@@ -51,7 +51,7 @@ from anytime.train import (
     train_one_epoch,
 )
 from anytime.weighting import WeightingStrategy, create_strategy
-from pipelines.ray_cluster import NodeAddressTorchConfig
+from pipelines.training.process_group import NodeAddressTorchConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, summary.json
