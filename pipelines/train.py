@@ -154,7 +154,8 @@ class ConcurrentTraining:
         for name, metrics, failure in items:
             if failure is not None:
                 console.warn(
-                    f"train: {name} failed on a worker ({failure}); Train retries it from its checkpoint"
+                    f"train: {name}: a worker failed ({failure}); Train restarts its workers from the last "
+                    "checkpoint while train.max_failures allows"
                 )
                 continue
             if self.bars[name].n == 0 and metrics["epoch"] > 0:
