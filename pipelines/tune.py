@@ -40,6 +40,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
 from anytime.data import load_manifest
+from anytime.data.verify import verify_shards
 from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
@@ -61,6 +62,7 @@ from pipelines.training.run_plan import (
 from pipelines.tuning.halving import SynchronousHalving, rungs, verdicts
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_count, trial_overrides
 from pipelines.tuning.trial import Objective, TrialPlan, run_trial
+from pipelines.workspace import workspace_lock
 
 HEAD_NODE_SHARE = 0.001  # of the head's one HEAD_NODE_RESOURCE_NAME: room for a thousand trial drivers
 # Settings that change where or how fast the search runs, not what it finds.
@@ -455,7 +457,13 @@ def main(argv: Sequence[str] = ()) -> None:
         print_overrides(Path(args.print_overrides))
         return
     params = load_params(args.params)
+    with workspace_lock("tune"):
+        tune_stage(params, args)
+
+
+def tune_stage(params: Params, args: argparse.Namespace) -> None:
     plan, experiment = plan_search(params)
+    verify_shards(plan.shards, plan.manifest, endpoint_url=plan.endpoint_url)
     # Ctrl-C must end the stage, not make Tune return early with partial results that DVC would record as
     # done; Tune keeps its experiment state on disk as it goes, so a re-run restores it.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"

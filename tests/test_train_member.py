@@ -50,8 +50,8 @@ def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(digits_sha
         metrics = write_outputs(run, Path(directory))
     out = tmp_path / MEMBERS_DIR / "m0"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["fingerprint.json", "metrics.json", "model.pt", "probs_val.npy", "probs_test.npy", "labels_val.npy",
-         "labels_test.npy"]
+        ["checksums.json", "fingerprint.json", "metrics.json", "model.pt", "probs_val.npy", "probs_test.npy",
+         "labels_val.npy", "labels_test.npy"]
     )  # fmt: skip
     assert metrics["val_top1"] == pytest.approx(heads)  # driver-side errors agree with the worker's report
     assert json.loads((out / "fingerprint.json").read_text())["fingerprint"] == "f" * 64

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from anytime.flops import head_costs
+from anytime.integrity import CorruptFileError, verify_checksums
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
 from anytime.train import scaled_lr
@@ -68,11 +69,24 @@ class PlannedRun:
         return f"{self.name}-{self.fingerprint[:12]}"
 
     def is_current(self) -> bool:
+        """Whether the run's outputs are present, of this fingerprint and intact (see :meth:`damage`)."""
+        return self.fingerprint_matches() and self.damage() is None
+
+    def fingerprint_matches(self) -> bool:
         path = self.out_dir / FINGERPRINT_FILE
         try:
             return json.loads(path.read_text())["fingerprint"] == self.fingerprint
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return False
+
+    def damage(self) -> str | None:
+        """The first output file that does not match the checksums written with it, in one line (None:
+        every file intact)."""
+        try:
+            verify_checksums(self.out_dir)
+        except CorruptFileError as exc:
+            return str(exc)
+        return None
 
 
 def code_digest(root: Path = PROJECT_ROOT) -> str:

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from anytime.data import ShardDataset
 from anytime.flops import head_costs
+from anytime.integrity import verify_checksums, write_checksums
 from anytime.metrics import anytime_auc, head_errors
 from anytime.models import create_model
 from anytime.train import (
@@ -169,12 +170,14 @@ class WorkerState:
             "scaler": self.scaler,
         }
 
-    def resume(self) -> int:
-        """The epoch to start at: after the last checkpointed one when Ray hands a checkpoint over, else 0."""
-        restored = ray.train.get_checkpoint()
+    def resume(self, resume_from: str | None = None) -> int:
+        """The epoch to start at: after the last checkpointed one when Ray hands a checkpoint over (else
+        ``resume_from``, the last intact one of a run set aside: :mod:`.checkpoints`), else 0."""
+        restored = ray.train.get_checkpoint() or (Checkpoint(resume_from) if resume_from else None)
         if restored is None:
             return 0
         with restored.as_directory() as directory:
+            verify_checksums(directory)
             return self.restore(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
 
     def restore(self, checkpoint: dict[str, Any]) -> int:
@@ -203,7 +206,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
     state = WorkerState.build(config, device)
-    start = state.resume()
+    start = state.resume(config.get("resume_from"))
     state.model = batchnorm_across_ranks(state.model, config, ray.train.get_context().get_world_size())
     if config["compile"]:
         state.model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay the eager ones
@@ -263,6 +266,7 @@ def _report_validated(
     state.save(directory / CHECKPOINT_FILE, epoch)
     if test is not None:
         _write_final(directory, state.model, config, val, test, state.flops)
+    write_checksums(directory)
     checkpoint = Checkpoint.from_directory(str(directory))
     ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
