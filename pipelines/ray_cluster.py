@@ -298,6 +298,8 @@ def worker_resources(scaling: ScalingParams) -> dict[str, float]:
     resources: dict[str, float] = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker or 1.0
+    if scaling.memory_per_worker_mb is not None:
+        resources["memory"] = float(scaling.memory_per_worker_mb << 20)
     return resources
 
 

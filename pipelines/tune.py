@@ -39,11 +39,11 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
+from anytime.budget import meta_model
 from anytime.data import load_manifest
 from anytime.data.verify import verify_shards
 from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
-from anytime.models import create_model
 from anytime.weighting import eann_first_head
 from pipelines import cli, console
 from pipelines.config import Params, TrainParams, load_params
@@ -56,6 +56,7 @@ from pipelines.training.run_plan import (
     code_digest,
     fingerprint,
     member_entries,
+    require_fits,
     resolve_shards,
     run_config,
 )
@@ -71,7 +72,7 @@ NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "dr
 
 def member_objective(tp: TuneParams, entry: MemberParams, member: dict) -> Objective:
     """The objective over the heads the member is trained for (EANN weights: half on, METHOD.md §6)."""
-    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
+    costs = head_costs(meta_model(member["model"]), tuple(member["input_shape"]))
     head = milestone_heads(costs)[MILESTONE_KEYS[tp.milestone]]
     first = eann_first_head(len(costs)) if entry.eann_weights else 0
     if tp.objective == "val_top1":
@@ -108,6 +109,7 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
     shards = resolve_shards(params.train, params.data.dataset)
     manifest = load_manifest(shards, endpoint_url=params.data.endpoint_url)
     base = run_config(train, entry, manifest, shards=shards, endpoint_url=params.data.endpoint_url)
+    require_fits(base, train.scaling, "tune")
     objective = member_objective(tp, entry, base)
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
     # Every trial replaces the weighting and the optimiser settings in the space: applying the winner to

@@ -42,6 +42,8 @@ MAX_HEADS = (
     4096  # far beyond any trainable member; keeps a typo like eann.members: 300 from hanging the check
 )
 
+MAX_MEMBERS = 64  # eann.members and an explicit members list: an EANN of more is no use (METHOD.md §6)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -139,6 +141,9 @@ class ScalingParams(_Section):
     cpus_per_worker: PositiveFloat = 0.25
     gpus_per_worker: PositiveFloat | None = None
     loader_workers: NonNegativeInt = 0
+    # Memory one worker may use (Ray schedules by it); null: the driver machine's. A member whose estimated
+    # training footprint exceeds it is refused before training (pipelines.training.run_plan.require_fits).
+    memory_per_worker_mb: PositiveInt | None = None
     # How long to wait for nodes that could host a worker (an autoscaling cluster adding them); 0 = refuse
     # a request no live node can satisfy at once (docs/cluster.md).
     wait_for_resources_s: NonNegativeFloat = 0.0
@@ -160,7 +165,7 @@ class EannParams(_Section):
     """Generated members: ``members`` ANNs with ``n0 * base**k`` units per group, named m0, m1, ..."""
 
     base: int = Field(default=2, ge=2)
-    members: PositiveInt = 3
+    members: PositiveInt = Field(default=3, le=MAX_MEMBERS)
     n0: PositiveInt = 1
     eann_weights: bool = True
 
@@ -190,7 +195,7 @@ class TrainParams(_Section):
     shards: str | None = None
     storage_path: str = "ray_results"
     eann: EannParams | None = Field(default_factory=EannParams)
-    members: list[MemberParams] | None = None
+    members: list[MemberParams] | None = Field(default=None, max_length=MAX_MEMBERS)
     model: ModelParams = Field(default_factory=ResANNParams)
     weighting: WeightingParams = Field(default_factory=WeightingParams, validate_default=True)
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from anytime.budget import footprint, meta_model
 from anytime.flops import head_costs
 from anytime.integrity import CorruptFileError, verify_checksums
 from anytime.metrics import milestone_heads
-from anytime.models import create_model
 from anytime.train import scaled_lr
 from pipelines.config.train import (
     MILESTONE_KEYS,
@@ -220,13 +222,13 @@ def opt_config(params: TrainParams, entry: MemberParams, member: dict[str, Any],
 
 def member_milestone_heads(member: dict[str, Any]) -> dict[float, int | None]:
     """``anytime.metrics.milestone_heads`` of a resolved member config (measured FLOPs), by fraction."""
-    heads = milestone_heads(head_costs(create_model(**member["model"]), tuple(member["input_shape"])))
+    heads = milestone_heads(head_costs(meta_model(member["model"]), tuple(member["input_shape"])))
     return {fraction: heads[key] for fraction, key in MILESTONE_KEYS.items()}
 
 
 def opt_heads(member: dict[str, Any], milestones: list[float]) -> list[int]:
     """Distinct milestone heads of a member (measured FLOPs), in increasing order."""
-    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
+    costs = head_costs(meta_model(member["model"]), tuple(member["input_shape"]))
     heads = milestone_heads(costs)
     headless = [m for m in milestones if heads[MILESTONE_KEYS[m]] is None]
     if headless:
@@ -235,6 +237,30 @@ def opt_heads(member: dict[str, Any], milestones: list[float]) -> list[int]:
             f"costs {costs[0] / costs[-1]:.2f} of the last): drop them or choose a deeper member"
         )
     return sorted({heads[MILESTONE_KEYS[m]] for m in milestones})
+
+
+def worker_memory(scaling: ScalingParams) -> int:
+    """Bytes one worker may use: ``scaling.memory_per_worker_mb``, else this machine's memory."""
+    if scaling.memory_per_worker_mb is not None:
+        return scaling.memory_per_worker_mb << 20
+    return psutil.virtual_memory().total
+
+
+def require_fits(member: dict[str, Any], scaling: ScalingParams, section: str = "train") -> None:
+    """Refuse, with the numbers, a member one worker cannot train: estimated from its config on the meta
+    device (:func:`anytime.budget.footprint`), before any network is built for real."""
+    cost = footprint(member["model"], member["input_shape"])
+    batch = member["batch_size"]  # per device
+    need = cost.train_bytes(batch)
+    have = worker_memory(scaling)
+    if need > have:
+        limit = "" if scaling.memory_per_worker_mb is None else f"{section}.scaling.memory_per_worker_mb "
+        raise ValueError(
+            f"{section}: member {member['member']} cannot fit: {cost.params:.3g} parameters and "
+            f"{cost.activations_per_sample:.3g} activations per sample x {batch} samples per worker need at "
+            f"least {need / 2**30:.3g} GiB per worker ({cost.step_flops(batch):.3g} FLOPs per step), "
+            f"{limit or 'this machine has '}{have / 2**30:.3g} GiB: shrink the model, its depth or batch_size"
+        )
 
 
 def plan_runs(
@@ -252,6 +278,8 @@ def plan_runs(
         name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url)
         for name, e in entries.items()
     }
+    for name, config in configs.items():
+        require_fits(config, run_scaling(params, entries[name]))
     runs = [
         PlannedRun(n, "member", cfg, fingerprint(cfg, manifest, code), run_scaling(params, entries[n]))
         for n, cfg in configs.items()
