@@ -34,6 +34,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipelines import console
 from pipelines.cli import UserError
+from pipelines.cluster_tmp import enter_private_tmp, leave_private_tmp
 
 if TYPE_CHECKING:  # the config imports torch; Train controllers unpickle this module's callback
     from pipelines.config.train import ScalingParams
@@ -85,8 +86,10 @@ def _stay_on_loopback() -> None:
 
 
 def start_loopback_cluster(**init_kwargs) -> None:
-    """``ray.init(address="local")`` whose processes listen on 127.0.0.1 only."""
+    """``ray.init(address="local")`` whose processes listen on 127.0.0.1 only, in a temporary folder of
+    their own (:mod:`pipelines.cluster_tmp`)."""
     _stay_on_loopback()
+    enter_private_tmp()
     ray.init(address="local", **init_kwargs)
 
 
@@ -203,6 +206,7 @@ def _shutdown() -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     psutil.wait_procs(hanging, timeout=SHUTDOWN_GRACE_S)
+    leave_private_tmp()
 
 
 def interrupted(hint: str) -> NoReturn:
