@@ -48,8 +48,8 @@ class StageLive:
                 self.summary = dict(json.loads(self.metrics_path.read_text()))
             except (ValueError, TypeError) as exc:
                 raise CorruptFileError(
-                    f"{self.metrics_path}: not a run summary ({' '.join(str(exc).split())[:80]}): move it away "
-                    "to start it afresh"
+                    f"{self.metrics_path}: not a run summary ({' '.join(str(exc).split())[:80]}): "
+                    "move it away to start it afresh"
                 ) from None
 
     def history(self, run: str) -> pd.DataFrame:
