@@ -62,7 +62,7 @@ from pipelines.training.run_plan import (
 )
 from pipelines.tuning.halving import SynchronousHalving, rungs, verdicts
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_count, trial_overrides
-from pipelines.tuning.trial import Objective, TrialPlan, run_trial
+from pipelines.tuning.trial import EARLIER, HISTORY_COLUMNS, Objective, TrialPlan, run_trial
 from pipelines.workspace import workspace_lock
 
 HEAD_NODE_SHARE = 0.001  # of the head's one HEAD_NODE_RESOURCE_NAME: room for a thousand trial drivers
@@ -265,16 +265,25 @@ def make_tuner(params: Params, plan: TrialPlan, experiment: str) -> tune.Tuner:
     )
 
 
+def trial_history(frame: pd.DataFrame) -> pd.DataFrame:
+    """A trial's epochs (:data:`HISTORY_COLUMNS`), one row each: its reports, and the epochs before a restore
+    that the first report after it carries (:data:`EARLIER`); a re-reported epoch keeps its latest report."""
+    earlier = [
+        row for text in frame.get(EARLIER, pd.Series(dtype=object)).dropna() for row in json.loads(text)
+    ]
+    steps = pd.DataFrame(
+        [*earlier, *frame[list(HISTORY_COLUMNS)].to_dict("records")], columns=list(HISTORY_COLUMNS)
+    )
+    return steps.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
 def epoch_frames(results: tune.ResultGrid) -> dict[str, pd.DataFrame | None]:
-    """Each trial's reported epochs, one row each (a restored trial re-reports from its last checkpoint: each
-    epoch's latest report counts); None for a trial that never reported."""
+    """Each trial's epochs, one row each (:func:`trial_history`); None for a trial that never reported."""
     frames: dict[str, pd.DataFrame | None] = {}
     for result in results:
         frame = result.metrics_dataframe
         reported = frame is not None and not frame.empty and "objective" in frame
-        frames[Path(result.path).name] = (
-            frame.drop_duplicates("epoch", keep="last").sort_values("epoch") if reported else None
-        )
+        frames[Path(result.path).name] = trial_history(frame) if reported else None
     return frames
 
 
