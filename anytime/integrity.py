@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 CHECKSUMS_FILE = "checksums.json"
+NPY_MAGIC = b"\x93NUMPY"
 _CHUNK = 1 << 20
 
 
@@ -78,12 +79,15 @@ def _short(exc: BaseException, limit: int = 80) -> str:
 
 def load_array(path: str | Path, *, mmap_mode: Any = None) -> np.ndarray:
     """``np.load`` of a plain array (never pickled objects); a damaged file is one line naming it."""
+    with open(path, "rb") as fh:
+        if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise CorruptFileError(f"{path}: not a .npy array (no NumPy header)")
     try:
         return np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
     except FileNotFoundError:
         raise
     except ValueError as exc:
-        if "pickled" in str(exc):
+        if "pickle" in str(exc):
             raise CorruptFileError(f"{path}: holds pickled objects, not a plain array: refused") from None
         raise CorruptFileError(f"{path}: not a readable .npy array ({_short(exc)})") from None
     except (OSError, EOFError) as exc:
