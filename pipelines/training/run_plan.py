@@ -254,7 +254,8 @@ def require_fits(member: dict[str, Any], scaling: ScalingParams, section: str = 
     need = cost.train_bytes(batch)
     have = worker_memory(scaling)
     if need > have:
-        limit = "" if scaling.memory_per_worker_mb is None else f"{section}.scaling.memory_per_worker_mb allows "
+        key = f"{section}.scaling.memory_per_worker_mb"
+        limit = "" if scaling.memory_per_worker_mb is None else f"{key} allows "
         raise ValueError(
             f"{section}: member {member['member']} cannot fit: {cost.params:.3g} parameters and "
             f"{cost.activations_per_sample:.3g} activations per sample x {batch} samples per worker need at "
