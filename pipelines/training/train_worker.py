@@ -33,9 +33,8 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import DataLoader
 
-from anytime.data import ShardDataset
+from anytime.data import ShardDataset, ShardLoader
 from anytime.flops import head_costs
 from anytime.integrity import verify_checksums, write_checksums
 from anytime.metrics import anytime_auc, head_errors
@@ -82,15 +81,18 @@ def maybe_inject_fault(run: str, epoch: int) -> None:
     raise InjectedFault(f"injected fault in run {run!r} at epoch {epoch} ({FAULT_EPOCH_ENV})")
 
 
-def _loader(config: dict[str, Any], split: str, *, train: bool) -> DataLoader:
-    """This rank's share of ``split``. Train: shuffled and augmented, ``batch_size`` per device. Eval: a
-    contiguous range read in order by this process (no loader workers, whose batches would interleave),
-    so the ranks' shares joined in rank order are the split in its own order whatever the scaling: every
-    run's outputs then list the samples alike (``anytime.train.evaluate_shared``)."""
+def _loader(config: dict[str, Any], split: str, *, train: bool) -> ShardLoader:
+    """This rank's share of ``split``, on this worker's device, normalised there (``ShardLoader``). Train:
+    shuffled and augmented, ``batch_size`` per device. Eval: a contiguous range read in order by this
+    process (no loader workers, whose batches would interleave), so the ranks' shares joined in rank order
+    are the split in its own order whatever the scaling: every run's outputs then list the samples alike
+    (``anytime.train.evaluate_shared``). The share comes from Ray Train's context, here in the training
+    process: DataLoader workers never decide it."""
     context = ray.train.get_context()
     dataset = ShardDataset(
         config["shards"],
         split,
+        batch_size=config["batch_size"] if train else config["eval_batch_size"],
         shuffle=train,
         seed=config["seed"],
         augment=train,
@@ -98,9 +100,8 @@ def _loader(config: dict[str, Any], split: str, *, train: bool) -> DataLoader:
         rank=context.get_world_rank(),
         world_size=context.get_world_size(),
     )
-    if not train:
-        return DataLoader(dataset, batch_size=config["eval_batch_size"])
-    return DataLoader(dataset, batch_size=config["batch_size"], num_workers=config.get("loader_workers", 0))
+    workers = config.get("loader_workers", 0) if train else 0
+    return ShardLoader(dataset, device=ray.train.torch.get_device(), workers=workers)
 
 
 def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dict[str, Any]:
@@ -111,7 +112,7 @@ def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dic
 Evaluated = tuple[np.ndarray, np.ndarray]  # probs [K, N, C], labels [N] of a whole split
 
 
-def _evaluate(state: WorkerState, config: dict[str, Any], loader: DataLoader) -> Evaluated:
+def _evaluate(state: WorkerState, config: dict[str, Any], loader: ShardLoader) -> Evaluated:
     """Every rank: its share of a split evaluated, all shares gathered (rank 0's network throughout)."""
     net = state.model.module if hasattr(state.model, "module") else state.model
     return evaluate_shared(net, loader, device=ray.train.torch.get_device(), amp=config["amp"])
