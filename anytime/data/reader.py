@@ -228,7 +228,11 @@ class ShardDataset(IterableDataset):
                     if piece.path not in files:
                         handle = stack.enter_context(self.fs.open_input_file(piece.path))
                         files[piece.path] = pq.ParquetFile(handle)
-                    group = files[piece.path].read_row_group(piece.row_group, columns=["image", "label"])
+                    group = files[piece.path].read_row_group(
+                        piece.row_group,
+                        columns=["image", "label"],
+                        use_threads=False,  # small reads: no pool
+                    )
                     tables.append(group.slice(piece.start, piece.stop - piece.start))
                 table = pa.concat_tables(tables)
                 images = decode_images(table.column("image"), self.manifest, rng, self.augment)

@@ -133,14 +133,29 @@ class ScheduleParams(_Section):
             )
 
 
+# The rule behind ScalingParams' null defaults (docs/cluster.md, "Feeding the GPU"). On CPU the training
+# process shares the cores with the other members' (a quarter each) and reads its own data: loader processes
+# would only compete with it. Beside a GPU the training process needs a core of its own to launch kernels, and
+# loader processes read ahead while the GPU computes: one delivers >= 100k 32x32 images/s (bench/RESULTS.md),
+# over 10x what a GPU trains ResANN at; the second keeps that margin for larger images. Each loader process
+# reads continuously, so it is counted as a whole CPU.
+TRAIN_CPUS = {"cpu": 0.25, "gpu": 1.0}
+LOADER_WORKERS = {"cpu": 0, "gpu": 2}
+
+
 class ScalingParams(_Section):
-    """Ray Train workers of ONE member; members run side by side, so keep CPUs per worker small."""
+    """Ray Train workers of ONE member; members run side by side, so keep CPUs per worker small.
+
+    ``loader_workers`` and ``cpus_per_worker`` left null follow one rule (:data:`TRAIN_CPUS`,
+    :data:`LOADER_WORKERS`): no loader processes on CPU and 2 with a GPU, and CPUs per worker = the training
+    process's share (0.25 on CPU, 1 with a GPU) + 1 per loader process. They hold numbers once validated.
+    """
 
     num_workers: PositiveInt = 1
     use_gpu: bool = False
-    cpus_per_worker: PositiveFloat = 0.25
+    cpus_per_worker: PositiveFloat | None = None
     gpus_per_worker: PositiveFloat | None = None
-    loader_workers: NonNegativeInt = 0
+    loader_workers: NonNegativeInt | None = None
     # Memory one worker may use (Ray schedules by it); null: the driver machine's. A member whose estimated
     # training footprint exceeds it is refused before training (pipelines.training.run_plan.require_fits).
     memory_per_worker_mb: PositiveInt | None = None
@@ -158,6 +173,15 @@ class ScalingParams(_Section):
                 f"scaling.gpus_per_worker = {gpus} with num_workers = {self.num_workers}: NCCL runs no two "
                 "ranks of a run on one GPU; allowed: gpus_per_worker >= 1, or num_workers: 1 for a fraction"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _size_from_loader_workers(self) -> ScalingParams:
+        device = "gpu" if self.use_gpu else "cpu"
+        if self.loader_workers is None:
+            self.loader_workers = LOADER_WORKERS[device]
+        if self.cpus_per_worker is None:
+            self.cpus_per_worker = TRAIN_CPUS[device] + self.loader_workers
         return self
 
 
