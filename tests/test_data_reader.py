@@ -4,7 +4,9 @@ workers, ranks under the spawn start method and S3 roots."""
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from anytime.data import (
     Augment,
@@ -28,7 +31,7 @@ from anytime.data import (
 )
 from anytime.data.loader import augment_seed
 from anytime.data.reader import Piece, shard_filesystem
-from anytime.data.transforms import augment_batch
+from anytime.data.transforms import _centre_box, _resized_crop_box, augment_batch, decode_encoded
 from tests.fixtures import s3 as s3_fixtures
 from tests.fixtures.datasets import write_imagefolder
 from tests.fixtures.s3 import S3Endpoint
@@ -447,3 +450,31 @@ def test_two_gloo_ranks_under_spawn_each_read_their_own_half(numbered: Path, tmp
     halves = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert sorted(len(half) for half in halves) == [51, 52]
     assert sorted(halves[0] + halves[1]) == list(range(103))  # disjoint, and together the whole split
+
+
+def _photo(width: int, height: int) -> bytes:
+    """A smooth JPEG (gradients plus a disc), so scaled decodes can be compared pixel by pixel."""
+    y, x = np.mgrid[0:height, 0:width]
+    disc = ((x - width / 2) ** 2 + (y - height / 2) ** 2 < (height / 3) ** 2) * 120
+    pixels = np.stack([x * 255 // width, y * 255 // height, disc + 60], axis=-1).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_jpeg_decoded_at_a_reduced_dct_scale_matches_a_full_decode(train: bool) -> None:
+    """A 1600x1200 JPEG to 32x32: libjpeg decodes at 1/8 scale (draft) when the crop box allows it; the result
+    matches a full-size decode resized over the same box, to a few grey levels."""
+    data = _photo(1600, 1200)
+    rng = (lambda: np.random.default_rng(7)) if train else (lambda: None)
+    fast = decode_encoded(data, 32, rng())
+    generator = rng()
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+    box = _resized_crop_box(1600, 1200, generator) if train else _centre_box(1600, 1200, 32)
+    reference = np.asarray(full.resize((32, 32), Image.BILINEAR, box=box))
+    assert fast.shape == (32, 32, 3) and fast.dtype == np.uint8
+    assert np.abs(fast.astype(int) - reference.astype(int)).mean() < 3
+    drafted = Image.open(io.BytesIO(data))
+    drafted.draft("RGB", (math.ceil(32 * 1600 / (box[2] - box[0])), math.ceil(32 * 1200 / (box[3] - box[1]))))
+    assert drafted.size[0] < 1600  # the scale the decoder was asked for is a reduced one
