@@ -159,6 +159,8 @@ def test_persistent_workers_follow_set_epoch(numbered: Path) -> None:
     ds = ShardDataset(str(numbered), "train", batch_size=8, shuffle=True, seed=1)
     loader = ShardLoader(ds, device="cpu", workers=2)
     assert loader.loader.persistent_workers and not loader.loader.pin_memory  # pinned only for CUDA
+    images, _ = next(iter(loader.loader))
+    assert images.dtype == torch.uint8 and images.shape == (8, 1, 2, 1)  # what crosses to the device
     epochs = []
     for epoch in range(3):
         loader.set_epoch(epoch)
@@ -255,6 +257,23 @@ def test_labels_and_normalisation(numbered: Path) -> None:
     assert stacked.dtype == torch.float32 and stacked.shape == (103, 1, 1, 2) and stacked.is_contiguous()
     assert stacked.mean().item() == pytest.approx(0.0, abs=1e-4)
     assert stacked.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_evaluate_takes_a_shard_loader(numbered: Path) -> None:
+    """anytime.train.evaluate over ShardLoader batches: every sample once, in the loader's order."""
+    from anytime.models import create_model
+    from anytime.train import evaluate
+
+    model = create_model("resann", num_classes=3, in_channels=1, n=1, c=4)
+    loader = ShardLoader(ShardDataset(str(numbered), "test", batch_size=7), device="cpu")
+    probs, labels = evaluate(model, loader, device="cpu")
+    images = torch.cat([x for x, _ in loader])
+    assert probs.shape == (model.num_heads, len(images), 3) and labels.tolist() == [
+        sample_index(x, loader.dataset.manifest) % 3 for x in images
+    ]
+    with torch.inference_mode():
+        expected = model.eval()(images)[-1].softmax(dim=1).numpy()
+    np.testing.assert_allclose(probs[-1], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_pad_crop_is_a_window_of_the_padded_image_and_flip_mirrors() -> None:
