@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from hypothesis import given, settings
@@ -25,6 +26,7 @@ from anytime.data import (
     ShardDataset,
     ShardLoader,
     Split,
+    decode_batch,
     load_manifest,
     read_dataset,
     write_shards,
@@ -274,6 +276,22 @@ def test_evaluate_takes_a_shard_loader(numbered: Path) -> None:
     with torch.inference_mode():
         expected = model.eval()(images)[-1].softmax(dim=1).numpy()
     np.testing.assert_allclose(probs[-1], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_ray_data_batches_match_the_loader(numbered: Path) -> None:
+    """decode_batch (Ray Data's map_batches) runs the same decoding and BatchTransform on the CPU."""
+    ds = ShardDataset(str(numbered), "train", batch_size=103)
+    table = pq.read_table(numbered / "train", columns=["image", "label"])
+    out = decode_batch(table, manifest=ds.manifest, seed=0)
+    (images, labels), *_ = list(ShardLoader(ds, device="cpu"))
+    assert out["image"].dtype == np.float32 and out["label"].dtype == np.int64
+    np.testing.assert_array_equal(out["image"], images.numpy())
+    np.testing.assert_array_equal(out["label"], labels.numpy())
+    flipped = decode_batch(table, manifest=ds.manifest, augment=Augment(flip=True), seed=0)["image"]
+    assert np.array_equal(
+        flipped, decode_batch(table, manifest=ds.manifest, augment=Augment(flip=True), seed=0)["image"]
+    )
+    assert not np.array_equal(flipped, out["image"])
 
 
 def test_pad_crop_is_a_window_of_the_padded_image_and_flip_mirrors() -> None:
