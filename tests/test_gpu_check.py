@@ -37,4 +37,6 @@ def test_cpu_gpu_check_prints_one_table_of_every_row():
     assert re.search(r"reader images/s / training images/s: \d+\.\d+.*<br>.*batch reader", results[2])
     assert re.search(r"images/s \(cpu clock\): reader \d+", results[2])
     assert results[3].startswith("ok: fault fired: True; epochs logged [0, 1]; outputs: True")
-    assert "bench_serving" in list(rows)[4]
+    assert list(rows)[4].startswith("bench_serving --depths 1 2")
+    assert re.search(r"^p50 alone .*capacity \d+ req/s<br>(MET|MISSED): ", results[4])
+    assert len(re.findall(r"(MET|MISSED): ", results[4])) == 6
