@@ -33,7 +33,13 @@ from anytime.data import (
 )
 from anytime.data.loader import augment_seed
 from anytime.data.reader import Piece, shard_filesystem
-from anytime.data.transforms import _centre_box, _resized_crop_box, augment_batch, decode_encoded
+from anytime.data.transforms import (
+    BatchTransform,
+    _centre_box,
+    _resized_crop_box,
+    augment_batch,
+    decode_encoded,
+)
 from tests.fixtures import s3 as s3_fixtures
 from tests.fixtures.datasets import write_imagefolder
 from tests.fixtures.s3 import S3Endpoint
@@ -246,6 +252,31 @@ def test_augmentation_flips_some_samples_reproducibly_per_epoch(numbered: Path) 
     assert flipped() != first
     # each rank (and seed, epoch) draws its own augmentation stream
     assert len({augment_seed(s, e, r) for s in range(2) for e in range(2) for r in range(2)}) == 8
+
+
+def test_device_transform_waits_for_nothing_after_its_first_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch crosses as uint8 and is augmented and normalised where it lands: after the first batch
+    (which puts the normalisation constants on the device once), no tensor is built from host values (on a
+    GPU a pageable copy waits for the device) and no value is read back to the host."""
+    transform = BatchTransform((0.5, 0.25, 0.1), (0.2, 0.3, 0.4), Augment(crop_padding=2, flip=True))
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (8, 6, 6, 3), dtype=torch.uint8)
+    first = transform(batch, generator)
+    calls: Counter[str] = Counter()
+
+    def counting(name: str, method):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(torch, "tensor", counting("torch.tensor", torch.tensor))
+    for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
+    again = [transform(batch, generator) for _ in range(3)]
+    assert calls == Counter()
+    assert all(x.shape == first.shape == (8, 3, 6, 6) and x.dtype == torch.float32 for x in again)
 
 
 def test_labels_and_normalisation(numbered: Path) -> None:

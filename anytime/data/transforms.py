@@ -8,6 +8,7 @@ transform serves the torch reader (:class:`anytime.data.ShardLoader`) and the Ra
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
@@ -191,11 +192,19 @@ def augment_batch(images: Tensor, augment: Augment | None, generator: torch.Gene
     return images.permute(0, 3, 1, 2)
 
 
+@functools.cache
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    """``scale``, ``shift`` [C, 1, 1] on ``device``, built once per process: a per-batch copy of them from
+    the host would wait for the device (a host sync per batch)."""
+    std_t = torch.tensor(std, dtype=torch.float32)
+    scale = (1.0 / (255.0 * std_t))[:, None, None]
+    shift = (torch.tensor(mean, dtype=torch.float32) / std_t)[:, None, None]
+    return scale.to(device), shift.to(device)
+
+
 def normalise_batch(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """float32 ``(x / 255 - mean) / std`` per channel, for uint8 ``[N, C, H, W]`` (any memory layout)."""
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device)
-    scale = (1.0 / (255.0 * std_t))[:, None, None]
-    shift = (torch.tensor(mean, dtype=torch.float32, device=images.device) / std_t)[:, None, None]
+    scale, shift = _affine(tuple(mean), tuple(std), images.device)
     return images.float() * scale - shift
 
 
