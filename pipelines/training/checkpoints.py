@@ -14,6 +14,7 @@ import pyarrow.fs as pafs
 from ray.train import Checkpoint, Result
 
 from anytime.integrity import CorruptFileError, verify_checksums
+from pipelines import console
 
 ASIDE_SUFFIX = ".corrupt-"
 
@@ -53,12 +54,11 @@ def vet_checkpoints(storage: str, ray_name: str, run: str) -> str | None:
     fs.move(run_dir, aside)
     shown = storage.rstrip("/") + aside.removeprefix(base.rstrip("/"))
     if good is None:
-        print(f"{first}: checkpoints of {run} set aside in {shown}; {run} restarts from scratch", flush=True)
+        console.say(f"{first}: checkpoints of {run} set aside in {shown}; {run} restarts from scratch")
         return None
     resume = f"{aside}/{good.rsplit('/', 1)[-1]}"
-    print(
+    console.say(
         f"{first}: checkpoints of {run} set aside in {shown}; {run} resumes from its last good one, "
-        f"{good.rsplit('/', 1)[-1]}",
-        flush=True,
+        f"{good.rsplit('/', 1)[-1]}"
     )
     return resume if "://" not in storage else storage.split("://", 1)[0] + "://" + resume
