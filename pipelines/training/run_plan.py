@@ -41,6 +41,7 @@ TRAINING_CODE = (
     "anytime/data",
     "anytime/train.py",
     "anytime/flops.py",
+    "anytime/integrity.py",
     "anytime/metrics.py",
     "pipelines/__init__.py",
     "pipelines/training/__init__.py",
