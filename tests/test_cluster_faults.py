@@ -105,7 +105,7 @@ def test_unreachable_address_is_one_line_within_30s(digits_shards: Path, tmp_pat
 @pytest.mark.parametrize(
     ("scaling", "cluster", "asked"),
     [
-        ({"use_gpu": True}, "private", "1 worker(s) of CPU=0.25, GPU=1"),  # the README's CIFAR example, here
+        ({"use_gpu": True}, "private", "1 worker(s) of CPU=3, GPU=1"),  # CIFAR example: 1 + 2 loaders
         # what an autoscaling cluster sets: ask for the nodes, wait, then give up with one line
         (
             {"cpus_per_worker": 64, "wait_for_resources_s": 3},
