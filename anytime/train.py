@@ -228,7 +228,7 @@ def evaluate(
     return torch.cat(probs, dim=1).numpy(), torch.cat(labels).to(torch.int64).numpy()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The bare network under DDP and/or a ``torch.compile`` wrapper, so checkpoints keep its own keys."""
     while True:
         if isinstance(model, DistributedDataParallel):
@@ -254,7 +254,7 @@ def save_checkpoint(
     mid-write leaves the previous checkpoint intact. Everything is plain tensors/numbers/lists/dicts, so it
     loads with ``weights_only=True``."""
     path = Path(path)
-    net = _unwrap(model)
+    net = unwrap_model(model)
     state = {
         "config": dict(getattr(net, "config", {})),
         "model": net.state_dict(),
@@ -297,7 +297,7 @@ def restore_checkpoint(
     scaler: torch.amp.GradScaler | None = None,
 ) -> int:
     """Load the given components' states from ``checkpoint``; returns the epoch to resume at (saved + 1)."""
-    _unwrap(model).load_state_dict(checkpoint["model"])
+    unwrap_model(model).load_state_dict(checkpoint["model"])
     for name, part in (("optimizer", optimizer), ("scheduler", scheduler), ("strategy", strategy)):
         if part is None:
             continue

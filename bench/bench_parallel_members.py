@@ -35,7 +35,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import count
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import ray
@@ -44,8 +43,9 @@ from bench.synthetic import synthetic_shards
 from bench.timing import add_compile_flag, bench_parser, ratio_line, setup
 from pipelines.config.train import EannParams, ScalingParams, TrainParams
 from pipelines.ray_cluster import connect, scaling_config, start_loopback_cluster
-from pipelines.training.run_plan import member_entries, run_config
+from pipelines.training.run_plan import run_config
 from pipelines.training.train_worker import build_trainer
+from pipelines.training.worker_config import WorkerConfig
 
 
 def main() -> None:
@@ -105,26 +105,26 @@ def main() -> None:
         )
         shards = str(tmp_path / "shards")
         configs = [
-            run_config(params, e, manifest, shards=shards, endpoint_url=None) for e in member_entries(params)
+            run_config(params, e, manifest, shards=shards, endpoint_url=None) for e in params.member_entries()
         ]
         scaling = scaling_config(params.scaling)
         storage = str(tmp_path / "ray_results")
         fits = count()
 
-        def fit(config: dict[str, Any]) -> None:
-            name = f"bench-{next(fits)}-{config['member']}"  # unique: never resume an earlier repeat's run
+        def fit(config: WorkerConfig) -> None:
+            name = f"bench-{next(fits)}-{config.name}"  # unique: never resume an earlier repeat's run
             # One retry: on an overloaded machine Ray Train 2.60's PlacementGroupCleaner can take a transient
             # State API miss for a dead controller and remove a live run's placement group (the worker then
             # fails its health check). A retried repeat is slower; the median over repeats absorbs it.
             build_trainer(config, name=name, storage_path=storage, scaling=scaling, max_failures=1).fit()
 
-        alone: dict[str, list[float]] = {config["member"]: [] for config in configs}
+        alone: dict[str, list[float]] = {config.name: [] for config in configs}
 
         def sequential() -> None:
             for config in configs:
                 start = time.perf_counter()
                 fit(config)
-                alone[config["member"]].append(time.perf_counter() - start)
+                alone[config.name].append(time.perf_counter() - start)
 
         def parallel() -> None:
             with ThreadPoolExecutor(max_workers=len(configs)) as pool:

@@ -1,4 +1,4 @@
-"""Reading the train stage's run outputs back (DESIGN.md "Member outputs"), for the assemble stage.
+"""Reading the train stage's run outputs back (their format: ``anytime.record``), for the assemble stage.
 
 OPT runs are matched to member heads by their names (:func:`pipelines.paths.opt_run_name`), so the library
 never sees the pipeline's naming.
@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from anytime.eann import MemberCurve, OptBaseline
+from anytime.record import labels_file
 from pipelines.cli import UserError
 from pipelines.paths import OPT_RUN_NAME
 
 
 def run_dirs(root: Path) -> list[Path]:
-    """Every run directory under ``root`` that has a ``metrics.json`` (none if ``root`` does not exist)."""
+    """Every run directory under ``root`` (none if ``root`` does not exist); hidden ones are scratch space."""
     if not root.is_dir():
         return []
-    return [d for d in sorted(root.iterdir()) if (d / "metrics.json").is_file()]
+    return [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
 
 
 def opt_baselines(opts: list[MemberCurve], root: Path) -> list[OptBaseline]:
@@ -38,9 +39,9 @@ def shared_test_size(directories: list[Path]) -> int:
     sizes = {}
     for d in directories:
         try:
-            sizes[d] = int(np.load(d / "labels_test.npy", mmap_mode="r").shape[0])
+            sizes[d] = int(np.load(d / labels_file("test"), mmap_mode="r").shape[0])
         except FileNotFoundError:
-            raise UserError(f"{d / 'labels_test.npy'}: missing (run the train stage first)") from None
+            raise UserError(f"{d / labels_file('test')}: missing (run the train stage first)") from None
     if len(set(sizes.values())) != 1:
         listed = ", ".join(f"{d.name}: {n}" for d, n in sizes.items())
         raise UserError(f"runs were tested on test splits of different sizes ({listed}): retrain them")

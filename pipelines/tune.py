@@ -49,13 +49,8 @@ from pipelines.config.tune import TuneParams
 from pipelines.io import atomic_path, write_json
 from pipelines.paths import TUNE_BEST_PARAMS, TUNE_DIR
 from pipelines.ray_cluster import NodeLog, stage_session, storage_uri
-from pipelines.training.run_plan import (
-    code_digest,
-    fingerprint,
-    member_entries,
-    resolve_shards,
-    run_config,
-)
+from pipelines.training.run_plan import code_digest, fingerprint, resolve_shards, run_config
+from pipelines.training.worker_config import WorkerConfig
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.tuning.trial import Objective, TrialPlan, run_trial
 
@@ -64,9 +59,9 @@ HEAD_NODE_SHARE = 0.001  # of the head's one HEAD_NODE_RESOURCE_NAME: room for a
 NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "driver_memory_mb")
 
 
-def member_objective(tp: TuneParams, entry: MemberParams, member: dict) -> Objective:
+def member_objective(tp: TuneParams, entry: MemberParams, member: WorkerConfig) -> Objective:
     """The objective over the heads the member is trained for (EANN weights: half on, METHOD.md §6)."""
-    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
+    costs = head_costs(create_model(**member.model), member.input_shape)
     head = milestone_heads(costs)[MILESTONE_KEYS[tp.milestone]]
     first = eann_first_head(len(costs)) if entry.eann_weights else 0
     if tp.objective == "val_top1":
@@ -86,7 +81,7 @@ def tuned_train(params: Params) -> TrainParams:
     """The train section every trial starts from: the tuned member alone (its weighting is the trial's), with
     tune's epochs and scaling."""
     tp = params.tune
-    entries = {e.name: e for e in member_entries(params.train)}
+    entries = {e.name: e for e in params.train.member_entries()}
     name = list(entries)[-1] if tp.member == "last" else tp.member
     if name not in entries:
         raise cli.UserError(f"tune.member = {tp.member!r} is not a train member: choose from {list(entries)}")
@@ -107,8 +102,8 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
     # Every trial replaces the weighting and the optimiser settings in the space: applying the winner to
     # params.yaml then leaves the name alone, and the re-run stage restores this search.
-    trained = {k: v for k, v in base.items() if k != "weighting"}
-    trained["optimizer"] = {k: v for k, v in base["optimizer"].items() if k not in tp.space.optimizer}
+    trained = base.model_dump(mode="json", exclude={"weighting"})
+    trained["optimizer"] = {k: v for k, v in base.optimizer.items() if k not in tp.space.optimizer}
     digest = fingerprint(
         {"tune": search, "member": trained, "objective_first_head": objective.first_head},
         manifest,

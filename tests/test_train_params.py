@@ -80,25 +80,25 @@ def test_generated_members_grow_by_base_and_later_ones_zero_their_first_half():
     params = TrainParams.model_validate({"eann": {"base": 3, "members": 3, "n0": 2}, "opt": {"members": []}})
     runs = plan_runs(params, MANIFEST, shards="/s", code="c")
     assert [r.name for r in runs] == ["m0", "m1", "m2"]
-    assert [r.config["model"]["n"] for r in runs] == [2, 6, 18]
-    assert [r.config["weighting"].get("eann", False) for r in runs] == [False, True, True]
+    assert [r.config.model["n"] for r in runs] == [2, 6, 18]
+    assert [r.config.weighting.get("eann", False) for r in runs] == [False, True, True]
     model = {"name": "resann", "c": 16, "period": 1, "shortcut": "pad", "n": 2}
-    assert runs[0].config["model"] == {**model, "num_classes": 10, "in_channels": 1}
+    assert runs[0].config.model == {**model, "num_classes": 10, "in_channels": 1}
 
 
 def test_opt_baselines_sit_at_the_measured_milestone_heads():
     params = TrainParams.model_validate({"eann": {"members": 2}, "model": {"name": "resann", "c": 4}})
     runs = plan_runs(params, MANIFEST, shards="/s", code="c")
     last = next(r for r in runs if r.name == "m1").config
-    expected = sorted(set(milestone_heads(head_costs(create_model(**last["model"]), (1, 8, 8))).values()))
+    expected = sorted(set(milestone_heads(head_costs(create_model(**last.model), (1, 8, 8))).values()))
     opts = [r for r in runs if r.kind == "opt"]
-    assert [r.config["model"]["truncate_at"] for r in opts] == expected
+    assert [r.config.model["truncate_at"] for r in opts] == expected
     assert [r.name for r in opts] == [f"m1-opt{j}" for j in expected]
     for run in opts:
-        j = run.config["model"]["truncate_at"]
-        assert run.config["weighting"] == {"strategy": "opt", "j": j}
+        j = run.config.model["truncate_at"]
+        assert run.config.weighting == {"strategy": "opt", "j": j} and run.config.name == run.name
         assert run.out_dir == OPT_DIR / run.name
-        assert create_model(**run.config["model"]).num_heads == j + 1
+        assert create_model(**run.config.model).num_heads == j + 1
 
 
 def test_editing_one_listed_member_changes_only_its_fingerprint():
@@ -132,7 +132,7 @@ def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():
         params = TrainParams.model_validate(
             {"members": members, "weighting": {"strategy": name}, "opt": {"members": []}, "seed": 7}
         )
-        configs = {r.name: r.config["weighting"] for r in plan_runs(params, MANIFEST, shards="/s", code="c")}
+        configs = {r.name: r.config.weighting for r in plan_runs(params, MANIFEST, shards="/s", code="c")}
         assert ("seed" in configs["a"]) == ("seed" in strategy_hparams(name)), name
         assert "eann" not in configs["a"] and configs["b"].get("eann", False) == takes_eann, name
         for config in configs.values():

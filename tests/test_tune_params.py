@@ -18,8 +18,10 @@ from anytime.metrics import anytime_auc, milestone_heads
 from anytime.weighting import create_strategy, eann_first_head, strategy_hparams
 from pipelines.cli import UserError
 from pipelines.config import load_params, validate_params
-from pipelines.config.train import MemberParams
+from pipelines.config.train import MemberParams, TrainParams
 from pipelines.paths import TUNE_BEST_PARAMS
+from pipelines.training.run_plan import run_config
+from pipelines.training.worker_config import WorkerConfig
 from pipelines.tune import member_objective, pick_best, plan_search, plot_trials, tuned_train
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.tuning.trial import Objective, TrialPlan
@@ -189,9 +191,10 @@ def test_objective_of_an_eann_member_ignores_the_heads_its_weights_leave_untrain
     assert objective.value({"val_top1": [*untrained, 0.2, 0.1, 0.1]}) < value
 
 
-def member_config(n: int) -> dict:
-    model = {"name": "resann", "n": n, "c": 4, "period": 1, "shortcut": "pad", "num_classes": 10}
-    return {"model": {**model, "in_channels": 1}, "input_shape": [1, 8, 8]}
+def member_config(n: int) -> WorkerConfig:
+    train = TrainParams.model_validate({"model": {"name": "resann", "c": 4, "period": 1}})
+    manifest = {"image_shape": [8, 8, 1], "num_classes": 10}
+    return run_config(train, MemberParams(name="m2", n=n), manifest, shards="/s", endpoint_url=None)
 
 
 @pytest.mark.parametrize(("eann_weights", "first_head"), [(False, 0), (True, 6)])
@@ -291,8 +294,8 @@ def test_a_trial_keeps_the_members_eann_weights_where_its_strategy_takes_them():
         config = plan.member_config(
             {"weighting": {"candidate": candidate, "weighting": sample}, "optimizer": optimizer}
         )
-        weighting = config["weighting"]
-        assert config["member"] == "m2" and config["epochs"] == params.tune.epochs
+        weighting = config.weighting
+        assert config.name == "m2" and config.epochs == params.tune.epochs
         assert weighting.get("eann", False) == ("eann" in strategy_hparams(weighting["strategy"]))
     assert weighting["strategy"] == "exp3" and "momentum" not in weighting  # AVG-L's only
 

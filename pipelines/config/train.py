@@ -26,7 +26,15 @@ from pydantic import (
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
 from anytime.models.resann_imagenet import LAYOUTS
-from anytime.weighting import NORMALISATIONS, SCHEMES, create_strategy, list_strategies, strategy_hparams
+from anytime.weighting import (
+    NORMALISATIONS,
+    SCHEMES,
+    create_strategy,
+    list_strategies,
+    strategy_hparams,
+    takes_eann_weights,
+)
+from pipelines.paths import member_name
 
 # Literals built from the library's registries: an error names the key, the value and what is allowed.
 StrategyName = Literal[tuple(list_strategies())]
@@ -89,7 +97,7 @@ class WeightingParams(_Section):
         return self.model_dump(exclude={"strategy"}, exclude_none=True)
 
     def takes(self, hparam: str) -> bool:
-        """Whether the library's strategy accepts ``hparam`` (e.g. ``seed``, ``eann``)."""
+        """Whether the library's strategy accepts ``hparam`` (e.g. ``seed``)."""
         return hparam in strategy_hparams(self.strategy)
 
     @model_validator(mode="after")
@@ -214,24 +222,34 @@ class TrainParams(_Section):
             asked = []
         for key, own in asked:
             strategy = own or weighting
-            if not strategy.takes("eann"):
+            if not takes_eann_weights(strategy.strategy):
                 raise ValueError(
                     f"{key} is true but strategy '{strategy.strategy}' takes no EANN weights (it takes "
                     f"{', '.join(strategy_hparams(strategy.strategy))}): set {key} to false or pick another"
                 )
         return weighting
 
+    def member_entries(self) -> list[MemberParams]:
+        """The members as explicit entries, in order of depth (generated ones named m0, m1, ...)."""
+        if self.members is not None:
+            return list(self.members)
+        eann = self.eann
+        assert eann is not None  # _one_member_source guarantees one member source
+        return [
+            MemberParams(
+                name=member_name(k), n=eann.n0 * eann.base**k, eann_weights=eann.eann_weights and k > 0
+            )
+            for k in range(eann.members)
+        ]
+
     def member_names(self) -> list[str]:
         """The members' names in order of depth (generated ones are m0, m1, ...)."""
-        return [name for name, *_ in self._member_networks()]
+        return [m.name for m in self.member_entries()]
 
     def _member_networks(self) -> list[tuple[str, int | None, ModelParams, WeightingParams]]:
         """(name, n, model, weighting) of every member, shared values filled in."""
-        if self.members is not None:
-            return [(m.name, m.n, m.model or self.model, m.weighting or self.weighting) for m in self.members]
-        assert self.eann is not None
-        eann = self.eann
-        return [(f"m{k}", eann.n0 * eann.base**k, self.model, self.weighting) for k in range(eann.members)]
+        entries = self.member_entries()
+        return [(m.name, m.n, m.model or self.model, m.weighting or self.weighting) for m in entries]
 
     @model_validator(mode="after")
     def _members_trainable(self) -> TrainParams:

@@ -1,8 +1,9 @@
 """Which networks the train stage trains: EANN members and OPT baselines, each as one resolved config.
 
-A run's config is a plain dict (what :func:`.train_worker.train_loop_per_worker` receives); its fingerprint
-hashes everything that changes the trained weights (config, data manifest, training code), so
-the stage re-trains exactly the runs whose fingerprint differs from the one stored beside their outputs.
+A run's config is a :class:`.worker_config.WorkerConfig` (what :func:`.train_worker.train_loop_per_worker`
+receives); its fingerprint hashes everything that changes the trained weights (config, data manifest, training
+code), so the stage re-trains exactly the runs whose fingerprint differs from the one in their outputs'
+record (``anytime.record``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
+from anytime.record import read_record
 from pipelines.config.train import (
     MILESTONE_KEYS,
     MemberParams,
@@ -25,8 +27,8 @@ from pipelines.config.train import (
     WeightingParams,
 )
 from pipelines.paths import MEMBERS_DIR, OPT_DIR, PROJECT_ROOT, opt_run_name, shards_dir
+from pipelines.training.worker_config import WorkerConfig
 
-FINGERPRINT_FILE = "fingerprint.json"
 # Code whose change changes trained weights: the workers' import closure, in the train and tune stages' deps
 # (tests/test_dvc_deps.py checks both).
 TRAINING_CODE = (
@@ -39,9 +41,12 @@ TRAINING_CODE = (
     "anytime/metrics.py",
     "pipelines/training/__init__.py",
     "pipelines/training/train_worker.py",
+    "pipelines/training/worker_config.py",
+    "pipelines/__init__.py",
+    "anytime/record.py",
 )
 # Config keys that change where or how fast a run goes, not what it learns.
-NOT_FINGERPRINTED = ("shards", "endpoint_url", "eval_batch_size", "loader_workers")
+NOT_FINGERPRINTED = ("shards", "endpoint_url", "eval_batch_size", "loader_workers", "final_outputs")
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class PlannedRun:
 
     name: str
     kind: str
-    config: dict[str, Any]
+    config: WorkerConfig
     fingerprint: str
 
     @property
@@ -63,10 +68,10 @@ class PlannedRun:
         return f"{self.name}-{self.fingerprint[:12]}"
 
     def is_current(self) -> bool:
-        path = self.out_dir / FINGERPRINT_FILE
+        """Whether the outputs hold a readable record of this very fingerprint (an old format is not)."""
         try:
-            return json.loads(path.read_text())["fingerprint"] == self.fingerprint
-        except (OSError, ValueError, KeyError):
+            return read_record(self.out_dir).fingerprint == self.fingerprint
+        except (OSError, ValueError):
             return False
 
 
@@ -82,6 +87,8 @@ def code_digest(root: Path = PROJECT_ROOT) -> str:
 
 
 def fingerprint(config: dict[str, Any], manifest: dict[str, Any], code: str) -> str:
+    """sha256 of what changes the trained weights: ``config`` (a ``WorkerConfig`` dumped as JSON, less
+    :data:`NOT_FINGERPRINTED`), the data manifest and the training code's digest."""
     relevant = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
     blob = json.dumps({"config": relevant, "manifest": manifest, "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -108,18 +115,6 @@ def _weighting_config(weighting: WeightingParams, *, seed: int, eann: bool) -> d
     return {"strategy": weighting.strategy, **hparams}
 
 
-def member_entries(params: TrainParams) -> list[MemberParams]:
-    """The members as explicit entries, in order of depth (generated ones named m0, m1, ...)."""
-    if params.members is not None:
-        return list(params.members)
-    eann = params.eann
-    assert eann is not None  # the schema guarantees one member source
-    return [
-        MemberParams(name=f"m{k}", n=eann.n0 * eann.base**k, eann_weights=eann.eann_weights and k > 0)
-        for k in range(eann.members)
-    ]
-
-
 def resolve_shards(params: TrainParams, dataset: str) -> str:
     """Shard location: ``train.shards`` (e.g. an s3:// URI on a cluster) or the shard stage's output."""
     if params.shards is not None:
@@ -134,56 +129,49 @@ def run_config(
     *,
     shards: str,
     endpoint_url: str | None,
-) -> dict[str, Any]:
+) -> WorkerConfig:
     """The resolved config of one member: what ``train_loop_per_worker`` needs, nothing from params left."""
     seed = entry.seed if entry.seed is not None else params.seed
     height, width, channels = manifest["image_shape"]
-    return {
-        "member": entry.name,
-        "model": _model_config(entry.model or params.model, entry.n, manifest),
-        "weighting": _weighting_config(
-            entry.weighting or params.weighting, seed=seed, eann=entry.eann_weights
-        ),
-        "optimizer": params.optimizer.model_dump(),
-        "schedule": params.schedule.model_dump(),
-        "epochs": entry.epochs or params.epochs,
-        "batch_size": params.batch_size,
-        "eval_batch_size": params.eval_batch_size,
-        "amp": params.amp,
-        "compile": params.compile,
-        "seed": seed,
-        "num_workers": params.scaling.num_workers,
-        "loader_workers": params.scaling.loader_workers,
-        "input_shape": [int(channels), int(height), int(width)],
-        "shards": shards,
-        "endpoint_url": endpoint_url,
-    }
+    return WorkerConfig(
+        name=entry.name,
+        model=_model_config(entry.model or params.model, entry.n, manifest),
+        weighting=_weighting_config(entry.weighting or params.weighting, seed=seed, eann=entry.eann_weights),
+        optimizer=params.optimizer.model_dump(),
+        schedule=params.schedule.model_dump(),
+        epochs=entry.epochs or params.epochs,
+        batch_size=params.batch_size,
+        eval_batch_size=params.eval_batch_size,
+        amp=params.amp,
+        compile=params.compile,
+        seed=seed,
+        num_workers=params.scaling.num_workers,
+        loader_workers=params.scaling.loader_workers,
+        input_shape=(int(channels), int(height), int(width)),
+        shards=shards,
+        endpoint_url=endpoint_url,
+    )
 
 
-def opt_config(member: dict[str, Any], j: int) -> dict[str, Any]:
+def opt_config(member: WorkerConfig, j: int) -> WorkerConfig:
     """OPT(j): the member's backbone truncated after head j, trained on head j alone (METHOD.md §6)."""
-    return {
-        **member,
-        "member": opt_run_name(member["member"], j),
-        "model": {**member["model"], "truncate_at": j},
-        "weighting": {"strategy": "opt", "j": j},
-    }
+    return member.model_copy(
+        update={
+            "name": opt_run_name(member.name, j),
+            "model": {**member.model, "truncate_at": j},
+            "weighting": {"strategy": "opt", "j": j},
+        }
+    )
 
 
-def member_milestone_heads(member: dict[str, Any]) -> dict[float, int | None]:
-    """``anytime.metrics.milestone_heads`` of a resolved member config (measured FLOPs), by fraction."""
-    heads = milestone_heads(head_costs(create_model(**member["model"]), tuple(member["input_shape"])))
-    return {fraction: heads[key] for fraction, key in MILESTONE_KEYS.items()}
-
-
-def opt_heads(member: dict[str, Any], milestones: list[float]) -> list[int]:
+def opt_heads(member: WorkerConfig, milestones: list[float]) -> list[int]:
     """Distinct milestone heads of a member (measured FLOPs), in increasing order."""
-    costs = head_costs(create_model(**member["model"]), tuple(member["input_shape"]))
+    costs = head_costs(create_model(**member.model), member.input_shape)
     heads = milestone_heads(costs)
     headless = [m for m in milestones if heads[MILESTONE_KEYS[m]] is None]
     if headless:
         raise ValueError(
-            f"train.opt.milestones {headless} select no head of member {member['member']} (its first head "
+            f"train.opt.milestones {headless} select no head of member {member.name} (its first head "
             f"costs {costs[0] / costs[-1]:.2f} of the last): drop them or choose a deeper member"
         )
     return sorted({heads[MILESTONE_KEYS[m]] for m in milestones})
@@ -199,16 +187,20 @@ def plan_runs(
 ) -> list[PlannedRun]:
     """Every member, then every OPT baseline, each with its fingerprint."""
     code = code if code is not None else code_digest()
-    entries = member_entries(params)
+    entries = params.member_entries()
     configs = {
         e.name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url) for e in entries
     }
-    runs = [PlannedRun(n, "member", cfg, fingerprint(cfg, manifest, code)) for n, cfg in configs.items()]
+
+    def planned(kind: str, config: WorkerConfig) -> PlannedRun:
+        digest = fingerprint(config.model_dump(mode="json"), manifest, code)
+        return PlannedRun(config.name, kind, config, digest)
+
+    runs = [planned("member", config) for config in configs.values()]
     for wanted in dict.fromkeys(params.opt.members):
         name = entries[-1].name if wanted == "last" else wanted
         if name not in configs:
             raise ValueError(f"train.opt.members: {wanted!r} is not a member (members: {', '.join(configs)})")
         for j in opt_heads(configs[name], list(params.opt.milestones)):
-            cfg = opt_config(configs[name], j)
-            runs.append(PlannedRun(cfg["member"], "opt", cfg, fingerprint(cfg, manifest, code)))
+            runs.append(planned("opt", opt_config(configs[name], j)))
     return list({run.name: run for run in runs}.values())

@@ -1,10 +1,10 @@
 """Training one anytime network on Ray Train (V2): the worker loop and the ``TorchTrainer`` that runs it.
 
 Shared by the train stage (EANN members, OPT baselines) and the tune stage. Everything the worker needs is
-in its plain-dict ``config`` (see :func:`.run_plan.run_config`); the model, loop, weighting and checkpoint
-format all come from ``anytime``. Every epoch ends with a checkpoint, so a retried worker group
-(``FailureConfig(max_failures)``) or a re-run with the same ``RunConfig(name, storage_path)`` resumes after
-the last finished epoch instead of starting over.
+in its :class:`.worker_config.WorkerConfig` (see :func:`.run_plan.run_config`); the model, loop, weighting,
+checkpoint and run-output formats all come from ``anytime``. Every epoch ends with a checkpoint, so a retried
+worker group (``FailureConfig(max_failures)``) or a re-run with the same ``RunConfig(name, storage_path)``
+resumes after the last finished epoch instead of starting over.
 
 The checkpoint also carries the run's per-epoch record (:data:`EPOCH_RECORD` of every epoch so far), and each
 report repeats it as ``history``: a driver killed between an epoch's checkpoint and its log line, then re-run,
@@ -39,6 +39,7 @@ from anytime.data import ShardDataset
 from anytime.flops import head_costs
 from anytime.metrics import anytime_auc, head_errors
 from anytime.models import create_model
+from anytime.record import save_network, save_predictions
 from anytime.train import (
     evaluate,
     load_checkpoint,
@@ -49,11 +50,14 @@ from anytime.train import (
     save_checkpoint,
     seed_everything,
     train_one_epoch,
+    unwrap_model,
 )
 from anytime.weighting import WeightingStrategy, create_strategy
+from pipelines.training.worker_config import WorkerConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, summary.json
+FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, FINAL_SUMMARY
+FINAL_SUMMARY = "summary.json"  # what the driver needs for the run's record besides the arrays
 EPOCH_RECORD = ("epoch", "val_top1", "head_losses", "time_ms")  # per epoch, in checkpoints and reports
 FAULT_EPOCH_ENV, FAULT_MARKER_ENV, FAULT_RUN_ENV = (
     "ANYTIME_FAULT_EPOCH",
@@ -80,20 +84,20 @@ def maybe_inject_fault(run: str, epoch: int) -> None:
     raise InjectedFault(f"injected fault in run {run!r} at epoch {epoch} ({FAULT_EPOCH_ENV})")
 
 
-def _loader(config: dict[str, Any], split: str, *, train: bool) -> DataLoader:
+def _loader(config: WorkerConfig, split: str, *, train: bool) -> DataLoader:
     """Train: this rank's share, shuffled and augmented. Eval: the whole split (only rank 0 evaluates)."""
     dataset = ShardDataset(
-        config["shards"],
+        config.shards,
         split,
         shuffle=train,
-        seed=config["seed"],
+        seed=config.seed,
         augment=train,
-        endpoint_url=config.get("endpoint_url"),
+        endpoint_url=config.endpoint_url,
         **({} if train else {"rank": 0, "world_size": 1}),
     )
     world = ray.train.get_context().get_world_size()
-    batch = max(1, config["batch_size"] // world) if train else config["eval_batch_size"]
-    return DataLoader(dataset, batch_size=batch, num_workers=config.get("loader_workers", 0))
+    batch = max(1, config.batch_size // world) if train else config.eval_batch_size
+    return DataLoader(dataset, batch_size=batch, num_workers=config.loader_workers)
 
 
 def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dict[str, Any]:
@@ -101,20 +105,18 @@ def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dic
     return {"val_top1": top1, "val_top1_final": top1[-1], "val_auc": anytime_auc(flops, top1)}
 
 
-def _write_final(directory: Path, model: torch.nn.Module, config: dict[str, Any], val, flops) -> None:
-    """The member outputs (DESIGN.md "Member outputs") minus metrics.json, which the driver derives."""
+def _write_final(directory: Path, model: torch.nn.Module, config: WorkerConfig, val, flops) -> None:
+    """The run outputs (``anytime.record``) but the record, which the driver writes from them."""
     final = directory / FINAL_DIR
     final.mkdir()
-    net = model.module if hasattr(model, "module") else model
-    torch.save({"config": net.config, "state_dict": net.state_dict()}, final / "model.pt")
-    test = evaluate(
-        net, _loader(config, "test", train=False), device=ray.train.torch.get_device(), amp=config["amp"]
-    )
+    net = unwrap_model(model)
+    save_network(final, net)
+    device = ray.train.torch.get_device()
+    test = evaluate(net, _loader(config, "test", train=False), device=device, amp=config.amp)
     for split, (probs, labels) in (("val", val), ("test", test)):
-        np.save(final / f"probs_{split}.npy", probs.astype(np.float32))
-        np.save(final / f"labels_{split}.npy", labels.astype(np.int64))
-    summary = {"flops": flops, "head_units": list(net.head_units), "epochs": config["epochs"]}
-    (final / "summary.json").write_text(json.dumps(summary))
+        save_predictions(final, split, probs, labels)
+    summary = {"model": net.config, "flops": flops, "head_units": list(net.head_units)}
+    (final / FINAL_SUMMARY).write_text(json.dumps(summary))
 
 
 @dataclass
@@ -130,15 +132,15 @@ class WorkerState:
     history: list[dict[str, Any]] = field(default_factory=list)  # EPOCH_RECORD of each finished epoch
 
     @classmethod
-    def build(cls, config: dict[str, Any], device: torch.device) -> WorkerState:
+    def build(cls, config: WorkerConfig, device: torch.device) -> WorkerState:
         """Everything from ``anytime``, in a fixed order (the seeded RNG draws the same weights each time)."""
-        model = create_model(**config["model"])
-        flops = head_costs(model, tuple(config["input_shape"]))
-        weighting = dict(config["weighting"])
+        model = create_model(**config.model)
+        flops = head_costs(model, config.input_shape)
+        weighting = dict(config.weighting)
         strategy = create_strategy(weighting.pop("strategy"), num_heads=model.num_heads, **weighting)
-        optimizer = make_optimizer(model, **config["optimizer"])
-        scheduler = make_scheduler(optimizer, epochs=config["epochs"], **config["schedule"])
-        return cls(model, flops, strategy, optimizer, scheduler, make_grad_scaler(device, amp=config["amp"]))
+        optimizer = make_optimizer(model, **config.optimizer)
+        scheduler = make_scheduler(optimizer, epochs=config.epochs, **config.schedule)
+        return cls(model, flops, strategy, optimizer, scheduler, make_grad_scaler(device, amp=config.amp))
 
     def parts(self) -> dict[str, Any]:
         return {
@@ -163,20 +165,21 @@ class WorkerState:
         save_checkpoint(path, **self.parts(), epoch=epoch, extra={"history": self.history})
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     """Ray Train worker: build with ``anytime``, resume from the last checkpoint, train/evaluate/report."""
-    rank, run = ray.train.get_context().get_world_rank(), config["member"]
-    seed_everything(config["seed"] + rank)
+    config = WorkerConfig.model_validate(raw_config)  # a dict through Ray (its contract), typed again here
+    rank, run = ray.train.get_context().get_world_rank(), config.name
+    seed_everything(config.seed + rank)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
     state = WorkerState.build(config, device)
     start = state.resume()
-    if config["compile"]:
+    if config.compile:
         state.model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay the eager ones
     state.model = ray.train.torch.prepare_model(state.model)
     train_data = _loader(config, "train", train=True)
     val_data = _loader(config, "val", train=False) if rank == 0 else None
-    for epoch in range(start, config["epochs"]):
+    for epoch in range(start, config.epochs):
         train_data.dataset.set_epoch(epoch)
         maybe_inject_fault(run, epoch)
         stats = train_one_epoch(
@@ -188,7 +191,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             epoch=epoch,
             scheduler=state.scheduler,
             scaler=state.scaler,
-            amp=config["amp"],
+            amp=config.amp,
             progress=False,
         )
         metrics: dict[str, Any] = {
@@ -210,25 +213,24 @@ def _node_id() -> str | None:
 
 
 def _report_validated(
-    state: WorkerState, config: dict[str, Any], epoch: int, metrics: dict[str, Any], val_data: DataLoader
+    state: WorkerState, config: WorkerConfig, epoch: int, metrics: dict[str, Any], val_data: DataLoader
 ) -> None:
     """Rank 0: validate, checkpoint the epoch (the last one with the final outputs) and report both."""
-    net = state.model.module if hasattr(state.model, "module") else state.model
-    val = evaluate(net, val_data, device=ray.train.torch.get_device(), amp=config["amp"])
+    val = evaluate(unwrap_model(state.model), val_data, device=ray.train.torch.get_device(), amp=config.amp)
     metrics |= _val_metrics(*val, state.flops)
     metrics |= {"time_ms": int(time.time() * 1000), "history": state.history}
     state.history = [*state.history, {key: metrics[key] for key in EPOCH_RECORD}]
     # Ray deletes this directory once persisted to storage (local mode keeps it: nothing to upload).
-    directory = Path(tempfile.mkdtemp(prefix=f"anytime-{config['member']}-"))
+    directory = Path(tempfile.mkdtemp(prefix=f"anytime-{config.name}-"))
     state.save(directory / CHECKPOINT_FILE, epoch)
-    if epoch == config["epochs"] - 1 and config.get("final_outputs", False):
+    if epoch == config.epochs - 1 and config.final_outputs:
         _write_final(directory, state.model, config, val, state.flops)
     checkpoint = Checkpoint.from_directory(str(directory))
     ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
 
 def build_trainer(
-    config: dict[str, Any],
+    config: WorkerConfig,
     *,
     name: str,
     storage_path: str,
@@ -239,7 +241,7 @@ def build_trainer(
     """One member's ``TorchTrainer``; reusing ``name`` + ``storage_path`` resumes that run's checkpoints."""
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=config,
+        train_loop_config=config.model_dump(),
         scaling_config=scaling,
         run_config=RunConfig(
             name=name,
