@@ -51,12 +51,13 @@ def make_optimizer(
     *,
     lr: float = 0.1,
     momentum: float = 0.9,
-    weight_decay: float = 1e-4,
+    weight_decay: float = 5e-4,
     nesterov: bool = False,
     decay_norm_and_bias: bool = True,
 ) -> torch.optim.SGD:
     """SGD with momentum. ``decay_norm_and_bias=False`` exempts 1-d parameters (BN affine, biases) from weight
-    decay, as many modern recipes do; the default decays everything like the original ResNet recipe."""
+    decay, as many modern recipes do; the default decays everything like the original ResNet recipe. These
+    defaults are the train stage's (``pipelines.config.train.OptimizerParams`` reads them)."""
     check_float("lr", lr, low=0.0, low_open=True)
     check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
     check_float("weight_decay", weight_decay, low=0.0)
@@ -76,27 +77,31 @@ def make_optimizer(
 def make_scheduler(
     optimizer: torch.optim.Optimizer,
     *,
-    name: str = "step",
+    name: str = "cosine",
     epochs: int,
     milestones: Sequence[int] | None = None,
     gamma: float = 0.1,
 ) -> LRScheduler:
-    """Per-epoch learning-rate schedule: ``step`` (x``gamma`` at each milestone epoch; by default at 50% and
-    75% of training as in the ANN papers' CIFAR recipe) or ``cosine`` (to zero over ``epochs``)."""
+    """Per-epoch learning-rate schedule: ``cosine`` (to zero over ``epochs``, the default) or ``step``
+    (x``gamma`` at each milestone epoch; by default at 50% and 75% of training as in the ANN papers' CIFAR
+    recipe). These defaults are the train stage's (``pipelines.config.train.ScheduleParams`` reads them)."""
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler name={name!r} is invalid: must be one of {', '.join(SCHEDULERS)}")
     check_int("epochs", epochs, low=1)
-    if name == "cosine":
-        return CosineAnnealingLR(optimizer, T_max=epochs)
     check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)
+    if milestones is not None:
+        milestones = list(milestones)
+        valid = all(isinstance(m, int) and 1 <= m <= epochs for m in milestones)
+        if not valid or milestones != sorted(set(milestones)):
+            raise ValueError(
+                f"milestones={milestones!r} are invalid: must be strictly increasing epochs in [1, {epochs}]"
+            )
+    if name == "cosine":
+        if milestones is not None:
+            raise ValueError(f"milestones={milestones!r} are invalid with name='cosine': 'step' takes them")
+        return CosineAnnealingLR(optimizer, T_max=epochs)
     if milestones is None:
         milestones = sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
-    milestones = list(milestones)
-    valid = all(isinstance(m, int) and 1 <= m <= epochs for m in milestones)
-    if not valid or milestones != sorted(set(milestones)):
-        raise ValueError(
-            f"milestones={milestones!r} are invalid: must be strictly increasing epochs in [1, {epochs}]"
-        )
     return MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
 
 

@@ -3,6 +3,7 @@ them, and the schema's lists of names are the library's."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, get_args
 
 import pytest
@@ -11,9 +12,16 @@ import yaml
 from anytime.data import DATASETS
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
+from anytime.train import make_optimizer, make_scheduler
 from anytime.weighting import SCHEMES, list_strategies
 from pipelines.config import AssembleParams, DataParams, Params, TrainParams, TuneParams, validate_params
-from pipelines.config.train import BottleneckParams, MilestoneFraction, ResANNParams
+from pipelines.config.train import (
+    BottleneckParams,
+    MilestoneFraction,
+    OptimizerParams,
+    ResANNParams,
+    ScheduleParams,
+)
 from tests.fixtures.params import REFERENCE, ROOT, error_for, project_params, with_section
 
 
@@ -72,3 +80,14 @@ def test_a_name_the_library_lacks_is_one_line_with_the_allowed_ones(section, val
     message = error_for(with_section(section, **values))
     assert "'nope'" in message or "'resann7'" in message
     assert all(f"'{name}'" in message for name in allowed), message
+
+
+@pytest.mark.parametrize(
+    ("section", "function"),
+    [(OptimizerParams, make_optimizer), (ScheduleParams, make_scheduler)],
+)
+def test_the_train_defaults_are_the_library_signatures(section, function) -> None:
+    """A notebook user calling the library with its defaults trains what ``dvc repro`` trains."""
+    signature = inspect.signature(function).parameters
+    library = {name: p.default for name, p in signature.items() if p.default is not p.empty}
+    assert section().model_dump() == library

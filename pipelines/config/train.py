@@ -8,6 +8,8 @@ strategy takes come from the library's registries, so a wrong one fails here, be
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,6 +28,7 @@ from pydantic import (
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
 from anytime.models.resann_imagenet import LAYOUTS
+from anytime.train import SCHEDULERS, make_optimizer, make_scheduler
 from anytime.weighting import (
     NORMALISATIONS,
     SCHEMES,
@@ -106,22 +109,35 @@ class WeightingParams(_Section):
         return self
 
 
-class OptimizerParams(_Section):
-    """SGD (``anytime.train.make_optimizer``)."""
+def library_defaults(function: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of a library function: the one source of the schema's defaults for its kwargs."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not p.empty
+    }
 
-    lr: PositiveFloat = 0.1
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(default=5e-4, ge=0.0)
-    nesterov: bool = False
-    decay_norm_and_bias: bool = True
+
+OPTIMIZER_DEFAULTS = library_defaults(make_optimizer)
+SCHEDULE_DEFAULTS = library_defaults(make_scheduler)
+
+
+class OptimizerParams(_Section):
+    """SGD (``anytime.train.make_optimizer``, whose signature gives the defaults)."""
+
+    lr: PositiveFloat = OPTIMIZER_DEFAULTS["lr"]
+    momentum: float = Field(default=OPTIMIZER_DEFAULTS["momentum"], ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=OPTIMIZER_DEFAULTS["weight_decay"], ge=0.0)
+    nesterov: bool = OPTIMIZER_DEFAULTS["nesterov"]
+    decay_norm_and_bias: bool = OPTIMIZER_DEFAULTS["decay_norm_and_bias"]
 
 
 class ScheduleParams(_Section):
-    """Per-epoch learning-rate schedule (``anytime.train.make_scheduler``)."""
+    """Per-epoch learning-rate schedule (``anytime.train.make_scheduler``, its signature the defaults)."""
 
-    name: Literal["step", "cosine"] = "cosine"
-    milestones: list[PositiveInt] | None = None
-    gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    name: Literal[SCHEDULERS] = SCHEDULE_DEFAULTS["name"]
+    milestones: list[PositiveInt] | None = SCHEDULE_DEFAULTS["milestones"]
+    gamma: float = Field(default=SCHEDULE_DEFAULTS["gamma"], gt=0.0, le=1.0)
 
     def check_epochs(self, epochs: int, epochs_key: str) -> None:
         """Step milestones must be strictly increasing epochs in ``1..epochs`` (``epochs_key`` names it)."""
