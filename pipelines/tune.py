@@ -203,7 +203,7 @@ def tables(results: tune.ResultGrid, plan: TrialPlan, epochs: int) -> tuple[pd.D
         trial_id = Path(result.path).name
         overrides = trial_overrides(plan.space, result.config)
         weighting = overrides["weighting"]
-        family = plan.space.weighting[result.config["weighting"]["candidate"]].strategy
+        family = plan.space.weighting[result.config["weighting"]["candidate"]].family
         frame = result.metrics_dataframe
         reported = frame is not None and not frame.empty and "objective" in frame
         done = int(frame["epoch"].max()) + 1 if reported else 0

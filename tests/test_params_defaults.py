@@ -64,7 +64,7 @@ def test_name_lists_are_the_library_registries() -> None:
     assert get_args(ResANNParams.model_fields["name"].annotation) == ("resann",) and "resann" in list_models()
     assert {float(f) for f in get_args(MilestoneFraction)} == {float(f) for f in MILESTONES.values()}
     static = TuneParams().space.weighting[0]
-    assert static.strategy == "static" and set(static.scheme.choice) == set(SCHEMES) - {"opt"}
+    assert static.family == "static" and set(static.scheme.choice) == set(SCHEMES) - {"opt"}
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def samples(space, search_alg: str, n: int) -> list[dict]:
 
 def test_project_tune_section_covers_every_strategy_family():
     tune = load_params(ROOT / "params.yaml").tune
-    assert [c.strategy for c in tune.space.weighting] == ["static", "alternating", "adaloss", "noregret"]
+    assert [c.family for c in tune.space.weighting] == ["static", "alternating", "adaloss", "noregret"]
     assert tune.objective == "val_auc" and tune.scheduler.name == "asha" and tune.search_alg == "random"
     assert set(tune.space.optimizer) == {"lr", "weight_decay"}
 
@@ -83,15 +83,15 @@ def test_grid_runs_every_candidate_for_every_optimizer_grid_value():
 @pytest.mark.parametrize(
     ("candidate", "needle"),
     [
-        ({"strategy": "adaloss", "gamma": {"uniform": [0.0, 0.2]}}, "gamma"),  # gamma must be > 0
-        ({"strategy": "adaloss", "rho": 2.0}, "rho"),  # not an AdaLoss hyperparameter
-        ({"strategy": "noregret", "learner": {"choice": ["rwm", "hedge"]}}, "hedge"),
-        ({"strategy": "noregret", "learner": "avgl", "momentum": {"uniform": [0.5, 1.0]}}, "momentum"),
-        ({"strategy": "static", "scheme": {"choice": ["sieve", "cubic"]}}, "cubic"),
-        ({"strategy": "alternating", "rho": {"uniform": [3.0, 2.0]}}, "[3.0, 2.0]"),
-        ({"strategy": "alternating", "rho": {"normal": [2.0, 1.0]}}, "search dimension"),
-        ({"strategy": "adaloss", "update_period": {"grid": [10, 100]}}, "grid"),
-        ({"strategy": "hyperband"}, "hyperband"),
+        ({"family": "adaloss", "gamma": {"uniform": [0.0, 0.2]}}, "gamma"),  # gamma must be > 0
+        ({"family": "adaloss", "rho": 2.0}, "rho"),  # not an AdaLoss hyperparameter
+        ({"family": "noregret", "learner": {"choice": ["rwm", "hedge"]}}, "hedge"),
+        ({"family": "noregret", "learner": "avgl", "momentum": {"uniform": [0.5, 1.0]}}, "momentum"),
+        ({"family": "static", "scheme": {"choice": ["sieve", "cubic"]}}, "cubic"),
+        ({"family": "alternating", "rho": {"uniform": [3.0, 2.0]}}, "[3.0, 2.0]"),
+        ({"family": "alternating", "rho": {"normal": [2.0, 1.0]}}, "search dimension"),
+        ({"family": "adaloss", "update_period": {"grid": [10, 100]}}, "grid"),
+        ({"family": "hyperband"}, "hyperband"),
     ],
 )
 def test_bad_weighting_candidates_fail_at_the_door_naming_the_problem(candidate, needle):
