@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import psutil
 import ray
+# Private, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: no public API makes a
+# local cluster listen on 127.0.0.1 only (``ray_constants.ENABLE_RAY_CLUSTER``, see _stay_on_loopback) or lists
+# the processes ``ray.init`` started (``worker._global_node``, see _started_processes).
 from ray._private import ray_constants, worker
 from ray.autoscaler.sdk import request_resources
 from ray.train import ScalingConfig, UserCallback
@@ -289,7 +292,7 @@ def driver_queue() -> Queue:
 class ReportForwarder(UserCallback):
     """Runs in a Train controller: puts rank 0's report of every epoch on the driver's queue.
 
-    Kept in this light module so controllers unpickle it without importing the stage (dvclive, tqdm).
+    Kept in this light module so controllers unpickle it without importing the stage (tqdm, pandas).
     """
 
     def __init__(self, queue: Queue, run: str) -> None:

@@ -33,6 +33,8 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from ray import tune
+# Private, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: the custom resource
+# only the head node has; no public API names it, and trial drivers must run there (docs/cluster.md).
 from ray._common.constants import HEAD_NODE_RESOURCE_NAME
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
