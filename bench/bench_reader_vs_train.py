@@ -26,10 +26,10 @@ from anytime.models import create_model
 from anytime.train import make_grad_scaler, make_optimizer, train_one_epoch
 from anytime.weighting import create_strategy
 from bench.synthetic import synthetic_shards
-from bench.timing import add_compile_flag, bench_parser, ratio_line, setup
+from bench.timing import Bench, add_compile_flag, bench_parser, ratio_line, setup
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, Bench]:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3, help="units per group (3 = ResANN-20)")
     parser.add_argument("--c", type=int, default=16)
@@ -45,6 +45,26 @@ def main() -> None:
         parser.error(
             "--loader-workers > 0 reads in other processes, which the CPU clock misses: add --clock wall"
         )
+    return args, bench
+
+
+def report(bench: Bench, headroom: list[float], train_rate: float) -> None:
+    """The reader's images/s over training's, against the GPU target, with both rates."""
+    on_gpu = bench.device.type == "cuda"
+    print(
+        ratio_line(
+            "reader images/s / training images/s",
+            headroom,
+            target=">= 10" if on_gpu else None,
+            note="" if on_gpu else "(CPU training; the >= 10 target is for GPU)",
+        ),
+        f"  reader {statistics.median(headroom) * train_rate:.0f} images/s,",
+        f"training {train_rate:.0f} images/s ({bench.clock_name} clock)",
+    )
+
+
+def main() -> None:
+    args, bench = parse_args()
     device = bench.device
     amp = args.amp and device.type == "cuda"
 
@@ -99,18 +119,7 @@ def main() -> None:
     train_rate = args.batch * args.steps / statistics.median(train_seconds)
     # images/s ratio = (delivered / t_read) / (trained / t_train) = (delivered / trained) / (t_read / t_train)
     trained = args.batch * args.steps
-    headroom = [delivered / trained / r for r in ratios["read"]]
-    on_gpu = device.type == "cuda"
-    print(
-        ratio_line(
-            "reader images/s / training images/s",
-            headroom,
-            target=">= 10" if on_gpu else None,
-            note="" if on_gpu else "(CPU training; the >= 10 target is for GPU)",
-        ),
-        f"  reader {statistics.median(headroom) * train_rate:.0f} images/s,",
-        f"training {train_rate:.0f} images/s ({bench.clock_name} clock)",
-    )
+    report(bench, [delivered / trained / r for r in ratios["read"]], train_rate)
 
 
 if __name__ == "__main__":

@@ -26,16 +26,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import psutil
 import ray
-# Private, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: no public API makes a
-# local cluster listen on 127.0.0.1 only (``ray_constants.ENABLE_RAY_CLUSTER``, see _stay_on_loopback) or lists
-# the processes ``ray.init`` started (``worker._global_node``, see _started_processes).
-from ray._private import ray_constants, worker
+from ray._private import ray_constants, worker  # private: why, below
 from ray.autoscaler.sdk import request_resources
 from ray.train import ScalingConfig, UserCallback
 from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipelines.cli import UserError
+
+# ray._private, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: no public API
+# makes a local cluster listen on 127.0.0.1 only (ray_constants.ENABLE_RAY_CLUSTER, see _stay_on_loopback) or
+# lists the processes ray.init started (worker._global_node, see _started_processes).
 
 if TYPE_CHECKING:  # the config imports torch; Train controllers unpickle this module's callback
     from pipelines.config.train import ScalingParams

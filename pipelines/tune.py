@@ -33,9 +33,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from ray import tune
-# Private, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: the custom resource
-# only the head node has; no public API names it, and trial drivers must run there (docs/cluster.md).
-from ray._common.constants import HEAD_NODE_RESOURCE_NAME
+from ray._common.constants import HEAD_NODE_RESOURCE_NAME  # private: why, below
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
@@ -56,6 +54,8 @@ from pipelines.training.worker_config import WorkerConfig
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.tuning.trial import Objective, TrialPlan, run_trial
 
+# ray._common, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: the resource only
+# the head node has, which no public API names; trial drivers must run there (docs/cluster.md).
 HEAD_NODE_SHARE = 0.001  # of the head's one HEAD_NODE_RESOURCE_NAME: room for a thousand trial drivers
 # Settings that change where or how fast the search runs, not what it finds.
 NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "driver_memory_mb")
