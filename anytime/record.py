@@ -95,13 +95,15 @@ class RunRecord(pydantic.BaseModel, frozen=True, extra="forbid"):
         return self
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[N, C, H, W]`` -> float32 ``(x / 255 - mean) / std``, exactly as training saw it."""
+        """uint8 ``[N, C, H, W]`` -> float32 ``(x / 255 - mean) / std``, exactly as training saw it (the shard
+        reader's own function), on the images' device."""
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != self.dataset.input_shape:
             raise ValueError(
                 f"images of dtype {images.dtype} and shape {list(images.shape)} are invalid: expected uint8 "
                 f"[N, {', '.join(map(str, self.dataset.input_shape))}]"
             )
-        return torch.from_numpy(normalise(images.numpy(), self.dataset.mean, self.dataset.std))
+        normalised = normalise(images.cpu().numpy(), self.dataset.mean, self.dataset.std)
+        return torch.from_numpy(normalised).to(images.device)
 
 
 def read_record(directory: str | Path) -> RunRecord:
