@@ -9,6 +9,7 @@ stay those of the eager network) lets the compiler fuse every head's BN-ReLU-poo
 passes over the same feature maps, which eager mode runs separately (bench/RESULTS.md).
 """
 
+import itertools
 import os
 import random
 import tempfile
@@ -29,21 +30,36 @@ from anytime.weighting import WeightingStrategy
 from anytime.weighting.base import check_float, check_int
 
 SCHEDULERS = ("step", "cosine")
+CHECK_EVERY = 50  # steps between reads of the deferred finite-loss check (a multiple of the bar's 10)
 Batches = Iterable[tuple[Tensor, Tensor]]
+# Fewest samples BatchNorm may take its training statistics from: below 16 per GPU, BN's error climbs
+# (ResNet-50 on ImageNet: 23.6% at 32, 23.7% at 16, 24.8% at 8, 27.3% at 4; Wu & He, Group Normalization).
+MIN_BN_BATCH = 16
+
+
+def scaled_lr(lr: float, batch: int, reference_batch: int) -> float:
+    """Linear scaling rule (Goyal et al., 2017): ``lr`` is stated for a global batch of ``reference_batch``;
+    a global batch k times as large takes k times the rate, so each sample moves the weights as much."""
+    check_float("lr", lr, low=0.0, low_open=True)
+    check_int("batch", batch, low=1)
+    check_int("reference_batch", reference_batch, low=1)
+    return lr * batch / reference_batch
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch (all devices); with ``deterministic``, ask cuDNN/torch for reproducible
-    kernels (``warn_only``: ops without a deterministic version warn instead of failing)."""
+    """Seed python, numpy and torch (all devices) and choose the GPU kernels: ``deterministic`` asks
+    cuDNN/torch for reproducible ones (``warn_only``: ops without a deterministic version warn instead of
+    failing); otherwise cuDNN benchmarks its convolution algorithms and keeps the fastest (``benchmark``),
+    as bench/ measures. CPU kernels are the same either way."""
     check_int("seed", seed, low=0, high=2**32 - 1)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def make_optimizer(
@@ -54,16 +70,23 @@ def make_optimizer(
     weight_decay: float = 5e-4,
     nesterov: bool = False,
     decay_norm_and_bias: bool = True,
+    fused: bool | None = None,
 ) -> torch.optim.SGD:
     """SGD with momentum. ``decay_norm_and_bias=False`` exempts 1-d parameters (BN affine, biases) from weight
     decay, as many modern recipes do; the default decays everything like the original ResNet recipe. These
-    defaults are the train stage's (``pipelines.config.train.OptimizerParams`` reads them)."""
+    defaults are the train stage's (``pipelines.config.train.OptimizerParams`` reads them).
+
+    ``fused`` (default: where the parameters are on CUDA, so move the model first) steps in one kernel that
+    also takes the GradScaler's inf check: with AMP, a step then never waits for the GPU (an unfused
+    optimiser makes the scaler read ``found_inf`` on the host every step)."""
     check_float("lr", lr, low=0.0, low_open=True)
     check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
     check_float("weight_decay", weight_decay, low=0.0)
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True is invalid with momentum=0: Nesterov needs momentum > 0")
     params = [p for p in model.parameters() if p.requires_grad]
+    if fused is None:
+        fused = bool(params) and params[0].device.type == "cuda"
     if decay_norm_and_bias:
         groups: list[dict[str, Any]] = [{"params": params}]
     else:
@@ -71,7 +94,9 @@ def make_optimizer(
             {"params": [p for p in params if p.ndim > 1]},
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
         ]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    return torch.optim.SGD(
+        groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, fused=fused or None
+    )
 
 
 def make_scheduler(
@@ -129,15 +154,22 @@ def _global_mean(values: Tensor) -> Tensor:
     return values
 
 
-def _in_lockstep(batches: Iterable[Any], device: torch.device) -> Iterator[Any]:
+def _in_lockstep(batches: Iterable[Any], device: torch.device, length: int | None) -> Iterator[Any]:
     """Yield batches while every data-parallel rank still has one.
 
     Ranks can hold different numbers of batches (uneven shards, DataLoader workers); DDP's gradient
-    all-reduce would then wait forever on the rank that ran out. One scalar all-reduce per step makes every
-    rank stop at the shortest rank's end instead.
+    all-reduce would then wait forever on the rank that ran out. Where the loader states its ``length`` (a
+    ``len()``; each rank must yield at least that many batches, as a DataLoader does), one all-reduce per
+    epoch fixes every rank's number of steps at the shortest rank's. Otherwise one scalar all-reduce per
+    step, read on the host, makes every rank stop at the shortest rank's end.
     """
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         yield from batches
+        return
+    if length is not None:
+        steps = torch.tensor(length, device=device)
+        dist.all_reduce(steps, op=dist.ReduceOp.MIN)
+        yield from itertools.islice(batches, int(steps))
         return
     iterator = iter(batches)
     while True:
@@ -147,6 +179,43 @@ def _in_lockstep(batches: Iterable[Any], device: torch.device) -> Iterator[Any]:
         if not has_batch.item():
             return
         yield batch
+
+
+def _length(loader: Batches) -> int | None:
+    """``len(loader)`` where it has one (a DataLoader over an iterable dataset without ``__len__``: none)."""
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class FiniteWatch:
+    """Non-finite losses, noted on the device every step and read on the host only every ``every`` steps.
+
+    As strict as a check before each backward pass: the first non-finite step is kept with its losses and
+    the epoch ends in the same error, only up to ``every`` steps later (before anything is checkpointed).
+    It watches the losses averaged over ranks, so every rank sees the same and all raise together.
+    """
+
+    def __init__(self, epoch: int, device: torch.device, every: int) -> None:
+        self.epoch, self.every = epoch, check_int("check_every", every, low=1)
+        self.first = torch.full((), -1, dtype=torch.int64, device=device)  # first non-finite step, or -1
+        self.losses: Tensor | None = None  # the losses of that step
+
+    def see(self, step: int, losses: Tensor) -> None:
+        first = ~torch.isfinite(losses).all() & (self.first < 0)
+        self.first = torch.where(first, step, self.first)
+        self.losses = torch.where(first, losses, losses if self.losses is None else self.losses)
+        if (step + 1) % self.every == 0:
+            self.raise_if(int(self.first))
+
+    def raise_if(self, first: int) -> None:
+        """Raise if ``first`` (``self.first`` as read on the host) names a step."""
+        if first >= 0:
+            assert self.losses is not None
+            raise FloatingPointError(
+                f"non-finite loss at epoch {self.epoch}, step {first}: per-head losses {self.losses.tolist()}"
+            )
 
 
 def train_one_epoch(
@@ -161,9 +230,15 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     amp: bool = True,
     progress: bool = True,
+    check_every: int = CHECK_EVERY,
 ) -> dict[str, Any]:
     """One pass over ``loader``. Calls ``strategy.start_epoch(epoch)`` first and steps ``scheduler`` (a
     per-epoch schedule) once at the end. Pass one ``scaler`` across epochs to keep its calibration.
+
+    A step waits for the device at most once (docs/cluster.md): weights, losses and the strategy stay on
+    it, non-finite losses are looked for every ``check_every`` steps (:class:`FiniteWatch`), the progress
+    bar reads the losses every 10 steps. With AMP, give a fused optimiser (``make_optimizer``'s default
+    on CUDA), or the GradScaler reads its inf check on the host every step.
 
     Under torch.distributed every rank stops when the first rank runs out of batches (DDP needs lockstep).
     Returns ``{"epoch", "lr", "samples", "loss", "head_losses"}``: the weighted loss and each head's loss
@@ -171,55 +246,52 @@ def train_one_epoch(
     """
     device = torch.device(device)
     scaler = scaler if scaler is not None else make_grad_scaler(device, amp=amp)
-    strategy.start_epoch(epoch)
+    strategy.to(device).start_epoch(epoch)
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     loss_sum = torch.zeros((), device=device)
     head_loss_sum = torch.zeros((), device=device)
+    watch = FiniteWatch(epoch, device, check_every)
     samples = 0
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False, dynamic_ncols=True)
-    for step, (images, labels) in enumerate(_in_lockstep(bar, device)):
+    for step, (images, labels) in enumerate(_in_lockstep(bar, device, _length(loader))):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         weights = strategy.weights().to(device)
         with _autocast(device, amp):
             losses = per_head_losses(model(images), labels)
-        if not bool(torch.isfinite(losses).all()):
-            raise FloatingPointError(
-                f"non-finite loss at epoch {epoch}, step {step}: per-head losses {losses.tolist()}"
-            )
         loss = (weights * losses).sum()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         step_losses = _global_mean(losses.detach())
-        strategy.update(step_losses)
+        strategy.update(step_losses, validate=False)  # the watch checks them
         batch = labels.shape[0]
         samples += batch
         loss_sum += (weights * step_losses).sum() * batch
         head_loss_sum = head_loss_sum + step_losses * batch
-        if progress and step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", final=f"{losses[-1].item():.3f}", refresh=False)
+        if progress and step % 10 == 0:  # never a step the watch reads on: CHECK_EVERY is a multiple of 10
+            shown, final = torch.stack([loss.detach(), losses[-1].detach()]).tolist()
+            bar.set_postfix(loss=f"{shown:.3f}", final=f"{final:.3f}", refresh=False)
+        watch.see(step, step_losses)
     if samples == 0:
         raise ValueError("loader yielded no batches: nothing to train on")
+    # one read for the watch and the epoch's means
+    first, total, *heads = torch.cat(
+        [watch.first.double().view(1), loss_sum.double().view(1), (head_loss_sum / samples).double()]
+    ).tolist()
+    watch.raise_if(int(first))
     if scheduler is not None:
         scheduler.step()
-    return {
-        "epoch": epoch,
-        "lr": lr,
-        "samples": samples,
-        "loss": loss_sum.item() / samples,
-        "head_losses": (head_loss_sum / samples).tolist(),
-    }
+    return {"epoch": epoch, "lr": lr, "samples": samples, "loss": total / samples, "head_losses": heads}
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module, loader: Batches, *, device: torch.device | str, amp: bool = True, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax outputs of every head: ``probs`` float32 [K, N, C], ``labels`` int64 [N], in loader order."""
-    device = torch.device(device)
+def _predict(
+    model: nn.Module, loader: Batches, device: torch.device, amp: bool, progress: bool
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Each batch's softmax outputs of every head [K, B, C] and labels [B], on the CPU, in loader order."""
     model.eval()
     probs: list[Tensor] = []
     labels: list[Tensor] = []
@@ -227,10 +299,58 @@ def evaluate(
         with _autocast(device, amp):
             outputs = model(images.to(device, non_blocking=True))
         probs.append(torch.stack([out.float().softmax(dim=1) for out in outputs]).cpu())
-        labels.append(batch_labels.cpu())
+        labels.append(batch_labels.cpu().to(torch.int64))
+    return probs, labels
+
+
+def evaluate(
+    model: nn.Module, loader: Batches, *, device: torch.device | str, amp: bool = True, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax outputs of every head: ``probs`` float32 [K, N, C], ``labels`` int64 [N], in loader order."""
+    probs, labels = _predict(model, loader, torch.device(device), amp, progress)
     if not probs:
         raise ValueError("loader yielded no batches: nothing to evaluate")
-    return torch.cat(probs, dim=1).numpy(), torch.cat(labels).to(torch.int64).numpy()
+    return torch.cat(probs, dim=1).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate_shared(
+    model: nn.Module, loader: Batches, *, device: torch.device | str, amp: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evaluate` with the work spread over the data-parallel ranks: each rank's ``loader`` holds its
+    share of the split (contiguous, in rank order), and every rank returns all shares joined in rank order.
+
+    Every rank evaluates rank 0's network: its buffers (BatchNorm statistics, which each rank updated
+    from its own last batch) are broadcast first, so the result is what rank 0 alone would compute over the
+    whole split. Without torch.distributed this is :func:`evaluate`. A rank's share may be empty.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return evaluate(model, loader, device=device, amp=amp)
+    device = torch.device(device)
+    for buffer in unwrap_model(model).buffers():
+        dist.broadcast(buffer, src=0)
+    probs, labels = _predict(model, loader, device, amp, progress=False)
+    mine = torch.cat(probs, dim=1).to(device) if probs else None
+    mine_labels = torch.cat(labels).to(device) if labels else torch.zeros(0, dtype=torch.int64, device=device)
+    world = dist.get_world_size()
+    shape = torch.tensor(mine.shape if mine is not None else (0, 0, 0), device=device)
+    shapes = [torch.zeros_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape)
+    heads, most, classes = (int(v) for v in torch.stack(shapes).max(dim=0).values)
+    if most == 0:
+        raise ValueError("loader yielded no batches on any rank: nothing to evaluate")
+    padded = torch.zeros(heads, most, classes, device=device)
+    padded_labels = torch.zeros(most, dtype=torch.int64, device=device)
+    if mine is not None:
+        padded[:, : mine.shape[1]] = mine
+        padded_labels[: mine.shape[1]] = mine_labels
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    gathered_labels = [torch.empty_like(padded_labels) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    dist.all_gather(gathered_labels, padded_labels)
+    sizes = [int(s[1]) for s in shapes]
+    joined = torch.cat([g[:, :n] for g, n in zip(gathered, sizes, strict=True)], dim=1)
+    joined_labels = torch.cat([g[:n] for g, n in zip(gathered_labels, sizes, strict=True)])
+    return joined.cpu().numpy(), joined_labels.cpu().numpy()
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

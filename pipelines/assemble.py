@@ -7,16 +7,24 @@ traces the sequential and FIFO W-worker schedules (chosen on validation, reporte
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
+
 from anytime.eann import Assembly, assemble, load_member
-from pipelines.cli import UserError, run
+from pipelines.cli import UserError, run_command, stage_parser
 from pipelines.config import load_params
 from pipelines.io import atomic_path
 from pipelines.paths import ASSEMBLE_DIR, ASSEMBLY_FILE, MEMBERS_DIR, OPT_DIR
 from pipelines.trained_runs import opt_baselines, run_dirs, shared_test_size
 
 
-def main() -> None:
-    params = load_params().assemble
+def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
+    return stage_parser("pipelines.assemble", __doc__).parse_args(argv)
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    args = parse_args(argv)
+    params = load_params(args.params).assemble
     directories, opt_directories = run_dirs(MEMBERS_DIR), run_dirs(OPT_DIR)
     if not directories:
         raise UserError(f"no trained members in {MEMBERS_DIR}/: run the train stage first")
@@ -47,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_command(main)

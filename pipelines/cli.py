@@ -1,13 +1,33 @@
-"""Shared entry-point plumbing: user errors become one line on stderr and a non-zero exit."""
+"""Shared entry-point plumbing: each stage's command line, and user errors as one line and a non-zero exit."""
 
 from __future__ import annotations
 
+import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 
 class UserError(Exception):
     """Bad input from the user (params, data, location): reported as one line, exit code 2."""
+
+
+class StageParser(argparse.ArgumentParser):
+    """argparse with a bad argument reported as one line (``error: ...``, as every other user error)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def stage_parser(module: str, doc: str | None) -> StageParser:
+    """The parser of ``python -m <module>``: the module's docstring as help, and ``--params``."""
+    parser = StageParser(
+        prog=f"python -m {module}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return parser
 
 
 def run(main: Callable[[], None]) -> None:
@@ -22,3 +42,8 @@ def run(main: Callable[[], None]) -> None:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_command(main: Callable[[Sequence[str]], None]) -> None:
+    """A stage's ``__main__``: :func:`run` on its command-line arguments (``--help`` exits first)."""
+    run(lambda: main(sys.argv[1:]))

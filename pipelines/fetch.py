@@ -6,17 +6,24 @@ directory appears, so a bad source never leaves a half-filled ``data/raw``.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from anytime.data import DataError, evict, fetch_into, materialise_digits, read_dataset
-from pipelines.cli import run
+from pipelines.cli import run_command, stage_parser
 from pipelines.config import load_params
 from pipelines.io import atomic_path
 from pipelines.paths import raw_dir
 
 
-def main() -> None:
-    params = load_params().data
+def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
+    return stage_parser("pipelines.fetch", __doc__).parse_args(argv)
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    args = parse_args(argv)
+    params = load_params(args.params).data
     dest = raw_dir(params.dataset)
     cached: list[Path] = []
     with atomic_path(dest) as tmp:
@@ -43,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_command(main)

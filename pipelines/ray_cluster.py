@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -32,6 +32,7 @@ from ray.train import ScalingConfig, UserCallback
 from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from pipelines import console
 from pipelines.cli import UserError
 
 # ray._private, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: no public API
@@ -47,6 +48,8 @@ RAY_JOB_CONFIG_JSON_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 FORWARDED_ENV_PREFIX = "ANYTIME_FAULT_"
 # "0": Ray keeps every process of a cluster it starts on 127.0.0.1 (its OSX/Windows default).
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# The interface torch.distributed's gloo backend listens on for its peers (else: the host name's address).
+GLOO_INTERFACE_ENV = "GLOO_SOCKET_IFNAME"
 CONNECT_TIMEOUT_S = 10.0
 RESOURCE_POLL_S = 2.0
 # How long a private cluster's workers get to notice their raylet is gone before they are killed.
@@ -62,6 +65,14 @@ def _runtime_env() -> dict:
     return {"runtime_env": {"env_vars": env}}
 
 
+def _loopback_interface() -> str | None:
+    """The name of the network interface that holds 127.0.0.1 (``lo`` on Linux, ``lo0`` on macOS)."""
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(address.address == "127.0.0.1" for address in addresses):
+            return name
+    return None
+
+
 def _stay_on_loopback() -> None:
     """Make this process (and the Ray processes it starts) take 127.0.0.1 as the node's address.
 
@@ -73,6 +84,8 @@ def _stay_on_loopback() -> None:
     """
     os.environ[LOOPBACK_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    if interface := _loopback_interface():  # gloo's connections between a run's workers
+        os.environ.setdefault(GLOO_INTERFACE_ENV, interface)
 
 
 def start_loopback_cluster(**init_kwargs) -> None:
@@ -200,7 +213,7 @@ def interrupted(hint: str) -> NoReturn:
     """End an interrupted stage: disconnect (Ray then ends this job's actors and workers), hint, exit 130."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
     _shutdown()
-    print(f"\ninterrupted: {hint}", file=sys.stderr, flush=True)
+    console.warn(f"interrupted: {hint}")
     sys.exit(130)
 
 
@@ -216,26 +229,42 @@ def require_shared_paths(paths: Mapping[str, str]) -> None:
 
 
 class NodeLog:
-    """The node each run last reported from: a line when a run first reports, and when it moves on after its
-    node was lost (train runs and tune trials alike)."""
+    """Where each run reports from (train runs and tune trials alike): a line when a run moves on to another
+    node after its node was lost, and on a cluster of several nodes, where each run first reports."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
         self.nodes: dict[str, str] = {}
+        self.several = len(_node_capacities()) > 1
 
-    def moved(self, run: str, result: Mapping[str, Any]) -> str | None:
-        """``"<stage>: <run> epoch <e> on node <id>"`` when ``run`` reports from a new node, else None."""
+    def report(self, run: str, result: Mapping[str, Any]) -> None:
+        """Note the node of ``run``'s report; say so if it is a new one."""
         node = result.get("node_id")
         if node is None or self.nodes.get(run) == node:
-            return None
+            return
+        line = f"{self.stage}: {run} epoch {result['epoch']} on node {node}"
+        if run in self.nodes:
+            console.warn(f"{line} (its node was lost)")
+        elif self.several:
+            console.say(line)
         self.nodes[run] = node
-        return f"{self.stage}: {run} epoch {result['epoch']} on node {node}"
+
+
+def _say_where(stage: str, joined: bool) -> None:
+    """One line: which cluster the stage runs on, and where Ray keeps its processes' own logs."""
+    node = worker._global_node
+    logs = f"; Ray's own logs on this node: {node.get_logs_dir_path()}" if node else ""
+    if joined:
+        console.say(f"{stage}: joined the Ray cluster at {ray.get_runtime_context().gcs_address}{logs}")
+    else:
+        console.say(f"{stage}: started a private Ray cluster on 127.0.0.1{logs}")
 
 
 @contextlib.contextmanager
 def stage_session(
+    stage: str,
     address: str | None,
-    scaling: ScalingParams,
+    scalings: Sequence[ScalingParams],
     *,
     shared_paths: Mapping[str, str],
     resume_hint: str,
@@ -246,15 +275,22 @@ def stage_session(
 
     SIGTERM (``timeout``, Kubernetes, Slurm) raises KeyboardInterrupt in the main thread, like Ctrl-C.
     """
+    joined = ray.is_initialized() or bool(address or os.environ.get("RAY_ADDRESS"))
     connect(address)
+    _say_where(stage, joined)
     # After ray.init, which installs a SIGTERM handler of its own that aborts the driver.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         require_shared_paths(shared_paths)
-        require_resources(worker_resources(scaling), scaling.num_workers, wait_s=scaling.wait_for_resources_s)
+        for scaling in scalings:  # each run's workers (members and baselines may each set their own)
+            require_resources(
+                worker_resources(scaling), scaling.num_workers, wait_s=scaling.wait_for_resources_s
+            )
         if trial_driver:
-            require_resources(trial_driver, 1, wait_s=scaling.wait_for_resources_s, what="trial driver(s)")
+            wait_s = max(scaling.wait_for_resources_s for scaling in scalings)
+            require_resources(trial_driver, 1, wait_s=wait_s, what="trial driver(s)")
         yield
+        _shutdown()  # now, while the stage's output still goes where it is told (pipelines.console)
     except KeyboardInterrupt:
         interrupted(resume_hint)
     finally:
@@ -291,7 +327,9 @@ def driver_queue() -> Queue:
 
 
 class ReportForwarder(UserCallback):
-    """Runs in a Train controller: puts rank 0's report of every epoch on the driver's queue.
+    """Runs in a Train controller: puts rank 0's report of every epoch on the driver's queue as
+    ``(run, metrics, None)``, and a worker group's failure (which Train retries up to ``max_failures``) as
+    ``(run, None, what)``.
 
     Kept in this light module so controllers unpickle it without importing the stage (tqdm, pandas).
     """
@@ -300,4 +338,10 @@ class ReportForwarder(UserCallback):
         self.queue, self.run = queue, run
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        self.queue.put((self.run, metrics[0]))
+        self.queue.put((self.run, metrics[0], None))
+
+    def after_exception(self, run_context, worker_exceptions) -> None:
+        what = "; ".join(
+            f"worker {rank}: {console.brief(exc)}" for rank, exc in sorted(worker_exceptions.items())
+        )
+        self.queue.put((self.run, None, what))

@@ -9,9 +9,10 @@ Agg, never a display).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -20,7 +21,7 @@ from anytime.eann import Assembly, EannCurve, EannSummary
 from anytime.eann.plots import eann_vs_opt_figure, inflation_figure, members_figure, schedules_figure
 from anytime.eann.summary import milestone_key
 from anytime.metrics import error_interval
-from pipelines.cli import UserError, run
+from pipelines.cli import UserError, run_command, stage_parser
 from pipelines.config import load_params
 from pipelines.io import atomic_path
 from pipelines.paths import ASSEMBLY_FILE
@@ -334,8 +335,13 @@ def figures(assembly: Assembly) -> dict[str, tuple[str, object]]:
     }
 
 
-def main() -> None:
-    load_params()  # a bad params.yaml fails here, before any work
+def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
+    return stage_parser("pipelines.report", __doc__).parse_args(argv)
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    args = parse_args(argv)
+    load_params(args.params)  # a bad params.yaml fails here, before any work
     assembly = read_assembly(ASSEMBLY_FILE)
     drawn = figures(assembly)
     with atomic_path(OUT_DIR) as tmp:
@@ -350,4 +356,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_command(main)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+from collections.abc import Sequence
 
 from anytime.data import Augment, DataError, default_augment, read_dataset, write_checked_shards
-from pipelines.cli import run
+from pipelines.cli import run_command, stage_parser
 from pipelines.config import DataParams, load_params
 from pipelines.io import atomic_path
 from pipelines.paths import raw_dir, shards_dir
@@ -19,8 +21,13 @@ def augment_from(params: DataParams) -> Augment:
     )
 
 
-def main() -> None:
-    params = load_params().data
+def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
+    return stage_parser("pipelines.shard", __doc__).parse_args(argv)
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    args = parse_args(argv)
+    params = load_params(args.params).data
     source = raw_dir(params.dataset)
     label = params.location or str(source)  # errors name what the user gave
     raw = read_dataset(params.dataset, source, image_size=params.image_size, label=label)
@@ -45,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_command(main)

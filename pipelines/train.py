@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from anytime.record import (
     write_record,
 )
 from anytime.weighting import eann_first_head
-from pipelines import cli
+from pipelines import cli, console
 from pipelines.config import load_params
 from pipelines.config.train import TrainParams
 from pipelines.io import atomic_path
@@ -137,11 +138,11 @@ class ConcurrentTraining:
     def __init__(self, params: TrainParams, live: StageLive, dataset: DatasetInfo) -> None:
         self.params, self.live, self.dataset = params, live, dataset
         self.storage = storage_uri(params.storage_path)
-        self.scaling = scaling_config(params.scaling)
         self.reports: Queue = driver_queue()
         self.fingerprints: dict[str, str] = {}
         self.bars: dict[str, tqdm] = {}
         self.node_log = NodeLog("train")
+        self.done = 0
 
     def fit(self, run: PlannedRun) -> Result:
         """One run to its end (in a driver thread); its Ray name resumes its last checkpoint, if any."""
@@ -149,7 +150,7 @@ class ConcurrentTraining:
             run.config.model_copy(update={"final_outputs": True}),
             name=run.ray_name,
             storage_path=self.storage,
-            scaling=self.scaling,
+            scaling=scaling_config(run.scaling),
             max_failures=self.params.max_failures,
             callbacks=[ReportForwarder(self.reports, run.name)],
         )
@@ -163,9 +164,16 @@ class ConcurrentTraining:
             return
         while not self.reports.empty():
             items.append(self.reports.get_nowait())
-        for name, metrics in items:
-            if line := self.node_log.moved(name, metrics):
-                tqdm.write(line)
+        for name, metrics, failure in items:
+            if failure is not None:
+                console.warn(
+                    f"train: {name}: a worker failed ({failure}); Train restarts its workers from the last "
+                    "checkpoint while train.max_failures allows"
+                )
+                continue
+            if self.bars[name].n == 0 and metrics["epoch"] > 0:
+                console.say(f"train: {name} resumed from its checkpoint of epoch {metrics['epoch'] - 1}")
+            self.node_log.report(name, metrics)
             self.live.log_epoch(name, self.fingerprints[name], metrics)
             self.bars[name].n = int(metrics["epoch"]) + 1
             self.bars[name].set_postfix(val_err=f"{metrics['val_top1_final']:.3f}")
@@ -177,13 +185,20 @@ class ConcurrentTraining:
             with result.checkpoint.as_directory() as directory:
                 record = write_outputs(run, Path(directory), self.dataset)
         except Exception as exc:  # one failed run must not lose the others' work
-            print(f"run {run.name} failed: {exc}", file=sys.stderr)
+            print(f"run {run.name} failed: {exc}", file=sys.stderr)  # the whole of it, in the log
+            console.warn(f"train: {run.name} failed: {console.brief(exc)}")
             return False
         # The last epoch's report (with the earlier ones), which a driver killed after that epoch's
         # checkpoint never logged: the re-run trains nothing more and reports nothing.
         self.live.log_epoch(run.name, run.fingerprint, result.metrics)
-        self.live.log_final(run.name, final_summary(run, record))
+        summary = final_summary(run, record)
+        self.live.log_final(run.name, summary)
         self.bars[run.name].close()
+        self.done += 1
+        console.say(
+            f"train: {run.name} done ({self.done} of {len(self.bars)}): "
+            f"test error {summary['test_error']:.4f}, test AUC {summary['test_auc']:.4f}"
+        )
         delete_run_storage(self.storage, run)
         return True
 
@@ -203,9 +218,7 @@ class ConcurrentTraining:
         """Fit every run concurrently; returns the names of failed runs (the others' outputs are written)."""
         self.fingerprints = {run.name: run.fingerprint for run in runs}
         self.bars = {
-            run.name: tqdm(
-                total=run.config.epochs, desc=run.name, unit="epoch", position=position, dynamic_ncols=True
-            )
+            run.name: console.bar(total=run.config.epochs, desc=run.name, unit="epoch", position=position)
             for position, run in enumerate(runs)
         }
         with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="fit") as pool:
@@ -216,16 +229,16 @@ class ConcurrentTraining:
                 interrupted(RESUME_HINT)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
+    parser = cli.stage_parser("pipelines.train", __doc__)
     parser.add_argument("--only", action="append", metavar="NAME", help="train only these runs (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-train even runs whose outputs are current")
     parser.add_argument("--address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local one)")
+    console.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] = ()) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
     shards = resolve_shards(params.train, params.data.dataset)
@@ -249,22 +262,25 @@ def main(argv: list[str] | None = None) -> None:
         f"train: {len(runs)} runs planned, {len(runs) - len(todo)} up to date, {len(todo)} to train",
         flush=True,
     )
-    if todo:
+    if not todo:
+        return
+    with console.stage_console("train", verbose=args.verbose):
         with stage_session(
+            "train",
             args.address,
-            params.train.scaling,
+            list({run.scaling.model_dump_json(): run.scaling for run in todo}.values()),
             shared_paths={"train.shards": shards, "train.storage_path": params.train.storage_path},
             resume_hint=RESUME_HINT,
         ):
             started = time.monotonic()
             failed = ConcurrentTraining(params.train, live, DatasetInfo.from_manifest(manifest)).run(todo)
-        print(
+        console.say(
             f"train: {len(todo) - len(failed)} of {len(todo)} runs done in {time.monotonic() - started:.0f}s"
         )
         if failed:
-            print(f"error: training failed for {', '.join(failed)} (re-run to resume them)", file=sys.stderr)
+            console.warn(f"error: training failed for {', '.join(failed)} (re-run to resume them)")
             sys.exit(1)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run_command(main)

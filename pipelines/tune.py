@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -34,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from ray import tune
 from ray._common.constants import HEAD_NODE_RESOURCE_NAME  # private: why, below
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
@@ -42,7 +44,7 @@ from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
 from anytime.weighting import eann_first_head
-from pipelines import cli
+from pipelines import cli, console
 from pipelines.config import Params, TrainParams, load_params
 from pipelines.config.train import MILESTONE_KEYS, MemberParams
 from pipelines.config.tune import TuneParams
@@ -51,7 +53,8 @@ from pipelines.paths import TUNE_BEST_PARAMS, TUNE_DIR
 from pipelines.ray_cluster import NodeLog, stage_session, storage_uri
 from pipelines.training.run_plan import code_digest, fingerprint, resolve_shards, run_config
 from pipelines.training.worker_config import WorkerConfig
-from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
+from pipelines.tuning.halving import SynchronousHalving, rungs, verdicts
+from pipelines.tuning.search_space import flat_overrides, param_space, trial_count, trial_overrides
 from pipelines.tuning.trial import Objective, TrialPlan, run_trial
 
 # ray._common, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: the resource only
@@ -125,9 +128,19 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
     return plan, experiment
 
 
-def scheduler(tp: TuneParams):
+REPEATABLE_SCHEDULERS = ("halving", "fifo")  # the others decide as trials report: timing matters
+
+
+def scheduler(tp: TuneParams, trials: int):
     """Early stopping in epochs (``time_attr="epoch"``: Train reports 0-based epochs, resumed runs too)."""
     s = tp.scheduler
+    if s.name == "halving":
+        return SynchronousHalving(
+            trials=trials,
+            max_t=tp.epochs,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
     if s.name == "asha":
         return ASHAScheduler(
             time_attr="epoch",
@@ -142,16 +155,57 @@ def scheduler(tp: TuneParams):
     return FIFOScheduler()
 
 
-class TrialNodeLog(tune.Callback):
-    """A line whenever a trial reports from another node than before: where each trial trains, and where it
-    went on after its node was lost (the train stage logs its runs the same way)."""
+def trial_name(trial: Trial) -> str:
+    """``trial-<n>``, the trial's number in the search: its folder, and its name in the outputs (Tune's
+    trial ids start with a prefix drawn afresh on every run)."""
+    return f"trial-{trial.trial_id.rsplit('_', 1)[-1]}"
 
-    def __init__(self) -> None:
+
+class TrialProgress(tune.Callback):
+    """The trials on the console: a bar of finished trials (on a terminal) or a line per finished trial, a
+    line for a failed or retried trial, and where each trial trains (:class:`NodeLog`)."""
+
+    def __init__(self, total: int) -> None:
         self.node_log = NodeLog("tune")
+        self.total = total
+        self.bar = None
+        self.finished = 0
+        self.best = math.inf
+
+    def __getstate__(self) -> dict:  # Tune keeps its run config (with this) to restore the search
+        return {**self.__dict__, "bar": None}
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if self.bar is None:
+            self.bar = console.bar(desc="tune", unit="trial", total=self.total)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if line := self.node_log.moved(f"trial {trial.trial_id}", result):
-            print(line, flush=True)
+        self.node_log.report(trial_name(trial), result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        result = trial.last_result or {}
+        self.finished += 1
+        if "objective" in result:
+            self.best = min(self.best, result["objective"])
+            epochs = int(result["epoch"]) + 1
+            console.say(
+                f"tune: {trial_name(trial)} ({self.finished} of {self.total}) ended after "
+                f"{epochs} epoch(s): {result['objective']:.4f}"
+            )
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(best=f"{self.best:.4f}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        console.warn(f"tune: {trial_name(trial)} failed and is run again ({trial.error_file})")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.finished += 1
+        console.warn(f"tune: {trial_name(trial)} failed ({trial.error_file})")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def trial_driver(tp: TuneParams) -> dict[str, float]:
@@ -168,11 +222,17 @@ def trial_driver(tp: TuneParams) -> dict[str, float]:
 def make_tuner(params: Params, plan: TrialPlan, experiment: str) -> tune.Tuner:
     """A new Tuner, or the stored one of the same search when a previous run was interrupted."""
     tp = params.tune
+    trials = trial_count(tp.space, tp.search_alg, tp.num_samples)
     storage = storage_uri(tp.storage_path)
     trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), trial_driver(tp))
     path = f"{storage.rstrip('/')}/{experiment}"
     if tune.Tuner.can_restore(path):
-        print(f"tune: resuming {path}", flush=True)
+        console.say(f"tune: resuming the search stored in {path}")
+        if tp.scheduler.name == "halving":  # see pipelines/tuning/halving.py
+            console.warn(
+                "tune: the rest of a resumed search runs without early stopping (Tune keeps no scheduler "
+                "state), so its result may differ from an uninterrupted run's"
+            )
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     return tune.Tuner(
         trainable,
@@ -184,33 +244,72 @@ def make_tuner(params: Params, plan: TrialPlan, experiment: str) -> tune.Tuner:
             search_alg=BasicVariantGenerator(
                 random_state=tp.seed, max_concurrent=tp.max_concurrent_trials or 0
             ),
-            scheduler=scheduler(tp),
+            scheduler=scheduler(tp, trials),
             num_samples=tp.num_samples,
-            trial_dirname_creator=lambda trial: trial.trial_id,
+            trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
             name=experiment,
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=tp.trial_max_failures),
-            callbacks=[TrialNodeLog()],
+            callbacks=[TrialProgress(trials)],
             verbose=1,
         ),
     )
 
 
-def tables(results: tune.ResultGrid, plan: TrialPlan, epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def epoch_frames(results: tune.ResultGrid) -> dict[str, pd.DataFrame | None]:
+    """Each trial's reported epochs, one row each (a restored trial re-reports from its last checkpoint: each
+    epoch's latest report counts); None for a trial that never reported."""
+    frames: dict[str, pd.DataFrame | None] = {}
+    for result in results:
+        frame = result.metrics_dataframe
+        reported = frame is not None and not frame.empty and "objective" in frame
+        frames[Path(result.path).name] = (
+            frame.drop_duplicates("epoch", keep="last").sort_values("epoch") if reported else None
+        )
+    return frames
+
+
+def halving_stops(
+    frames: dict[str, pd.DataFrame | None], errored: set[str], tp: TuneParams
+) -> dict[str, int]:
+    """The epoch count at which synchronous halving stopped each trial it stopped, from the trials' whole
+    histories: the same verdicts on every run, however far a loser trained before its rung was complete."""
+    s = tp.scheduler
+    if s.name != "halving":
+        return {}
+    milestones = rungs(s.grace_period, s.reduction_factor, tp.epochs)
+    histories = {}
+    for trial_id, frame in frames.items():
+        by_done = (
+            {}
+            if frame is None
+            else dict(zip(frame["epoch"].astype(int) + 1, frame["objective"], strict=True))
+        )
+        if scored := {m: float(by_done[m]) for m in milestones if m in by_done}:
+            histories[trial_id] = scored
+    unscored = len(errored - set(histories))
+    return verdicts(histories, milestones, s.reduction_factor, expected=len(frames) - unscored)
+
+
+def tables(results: tune.ResultGrid, plan: TrialPlan, tp: TuneParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per trial (its settings, how far it got, its last objective) and one per trial epoch."""
+    frames = epoch_frames(results)
+    errored = {Path(result.path).name for result in results if result.error}
+    stops = halving_stops(frames, errored, tp)
     rows, history = [], []
     for result in results:
         trial_id = Path(result.path).name
         overrides = trial_overrides(plan.space, result.config)
         weighting = overrides["weighting"]
         family = plan.space.weighting[result.config["weighting"]["candidate"]].family
-        frame = result.metrics_dataframe
-        reported = frame is not None and not frame.empty and "objective" in frame
-        done = int(frame["epoch"].max()) + 1 if reported else 0
-        status = "error" if result.error else ("completed" if done >= epochs else "stopped")
-        last = frame.iloc[-1] if reported else {}
+        frame = frames[trial_id]
+        if frame is not None and trial_id in stops:
+            frame = frame[frame["epoch"] < stops[trial_id]]
+        done = int(frame["epoch"].max()) + 1 if frame is not None else 0
+        status = "error" if result.error else ("completed" if done >= tp.epochs else "stopped")
+        last = frame.iloc[-1] if frame is not None else {}
         rows.append(
             {
                 "trial_id": trial_id,
@@ -220,23 +319,22 @@ def tables(results: tune.ResultGrid, plan: TrialPlan, epochs: int) -> tuple[pd.D
                 **{f"optimizer.{k}": v for k, v in overrides["optimizer"].items()},
                 "status": status,
                 "epochs": done,
-                "objective": float(last["objective"]) if reported else math.nan,
-                "val_auc": float(last["val_auc"]) if reported else math.nan,
-                "val_top1_final": float(last["val_top1_final"]) if reported else math.nan,
+                "objective": float(last["objective"]) if frame is not None else math.nan,
+                "val_auc": float(last["val_auc"]) if frame is not None else math.nan,
+                "val_top1_final": float(last["val_top1_final"]) if frame is not None else math.nan,
             }
         )
-        if reported:  # a restored trial re-reports from its last checkpoint: keep each epoch's latest
-            for _, step in frame.drop_duplicates("epoch", keep="last").iterrows():
-                history.append(
-                    {
-                        "trial_id": trial_id,
-                        "strategy": weighting["strategy"],
-                        "epoch": int(step["epoch"]),
-                        "objective": float(step["objective"]),
-                        "val_auc": float(step["val_auc"]),
-                        "val_top1_final": float(step["val_top1_final"]),
-                    }
-                )
+        for _, step in frame.iterrows() if frame is not None else ():
+            history.append(
+                {
+                    "trial_id": trial_id,
+                    "strategy": weighting["strategy"],
+                    "epoch": int(step["epoch"]),
+                    "objective": float(step["objective"]),
+                    "val_auc": float(step["val_auc"]),
+                    "val_top1_final": float(step["val_top1_final"]),
+                }
+            )
     trials = pd.DataFrame(rows).sort_values(["objective", "trial_id"], na_position="last")
     return trials.reset_index(drop=True), pd.DataFrame(history)
 
@@ -246,7 +344,7 @@ def pick_best(trials: pd.DataFrame) -> pd.Series:
     fewer epochs, not comparable); if none completed, among all that reported."""
     scored = trials[trials["objective"].notna()]
     if scored.empty:
-        raise RuntimeError("no trial reported a result: see the Ray logs above")
+        raise RuntimeError("no trial reported a result: see the Ray logs")
     completed = scored[scored["status"] == "completed"]
     pool = completed if not completed.empty else scored
     return pool.sort_values(["objective", "trial_id"]).iloc[0]
@@ -300,7 +398,7 @@ def write_outputs(
 ) -> tuple[dict, str]:
     """The tables, figure, winner's settings and ``best.json``; returns that summary and the best trial."""
     tp = params.tune
-    trials, history = tables(results, plan, tp.epochs)
+    trials, history = tables(results, plan, tp)
     best = pick_best(trials)
     chosen = next(r for r in results if Path(r.path).name == best["trial_id"])
     overrides = flat_overrides(trial_overrides(plan.space, chosen.config), params.train)
@@ -334,9 +432,8 @@ def print_overrides(path: Path) -> None:
     print(" ".join(f"-S ++{key}={json.dumps(value)}" for key, value in overrides.items()))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
+    parser = cli.stage_parser("pipelines.tune", __doc__)
     parser.add_argument("--address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local one)")
     parser.add_argument(
         "--print-overrides",
@@ -345,10 +442,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FILE",
         help=f"print the best params as dvc exp run -S arguments (default FILE: {TUNE_BEST_PARAMS}) and exit",
     )
+    console.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] = ()) -> None:
     args = parse_args(argv)
     if args.print_overrides:
         print_overrides(Path(args.print_overrides))
@@ -358,24 +456,36 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C must end the stage, not make Tune return early with partial results that DVC would record as
     # done; Tune keeps its experiment state on disk as it goes, so a re-run restores it.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    with stage_session(
-        args.address,
-        params.tune.scaling,
-        shared_paths={"train.shards": plan.shards, "tune.storage_path": params.tune.storage_path},
-        resume_hint="re-run the stage to resume the search",
-        trial_driver=trial_driver(params.tune),
-    ):
-        results = make_tuner(params, plan, experiment).fit()
-    try:
-        summary, best_trial = write_outputs(results, plan, params, experiment)
-    except RuntimeError as exc:  # every trial failed: nothing to write, the Ray log above says why
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    print(
+    tp = params.tune
+    console.say(
+        f"tune: {tp.num_samples} {tp.search_alg} sample(s) of {tp.epochs} epoch(s), "
+        f"scheduler {tp.scheduler.name}, seed {tp.seed}: search {experiment}"
+    )
+    if tp.scheduler.name not in REPEATABLE_SCHEDULERS:
+        console.warn(
+            f"tune: {tp.scheduler.name} stops trials by the order they report in, so the result may differ "
+            f"between runs (halving and fifo do not)"
+        )
+    with console.stage_console("tune", verbose=args.verbose):
+        with stage_session(
+            "tune",
+            args.address,
+            [tp.scaling],
+            shared_paths={"train.shards": plan.shards, "tune.storage_path": tp.storage_path},
+            resume_hint="re-run the stage to resume the search",
+            trial_driver=trial_driver(tp),
+        ):
+            results = make_tuner(params, plan, experiment).fit()
+        try:
+            summary, best_trial = write_outputs(results, plan, params, experiment)
+        except RuntimeError as exc:  # every trial failed: nothing to write, the log says why
+            console.warn(f"error: {exc}")
+            sys.exit(1)
+    console.say(
         f"tune: best of {summary['trials']} trials is {best_trial} ({summary['best_strategy']}, "
         f"{summary['objective']} = {summary['best_objective']:.4f}); settings in {TUNE_BEST_PARAMS}"
     )
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run_command(main)

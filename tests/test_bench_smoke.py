@@ -148,6 +148,22 @@ def test_parallel_members_on_a_named_cluster(ray_head):
     assert set(ratios) == {"members parallel/sequential wall time (1 members)"}
 
 
+@pytest.mark.heavy
+def test_serving_bench_prints_every_policy_and_load_and_the_targets(tmp_path):
+    """Tiny members, a fraction of a second per cell: the table, the PNG and one line per target."""
+    plot = tmp_path / "serving.png"
+    args = ("--depths", "1", "2", "--width", "4", "--epochs", "1", "--duration", "0.2")
+    result = run_bench("bench_serving", *args, "--overhead-repeats", "3", "--nice", "0", "--plot", str(plot))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [
+        line
+        for line in result.stdout.splitlines()
+        if re.match(r"\| (anytime|full|early|confidence) \|", line)
+    ]
+    assert len(rows) == 4 * 5 and plot.stat().st_size > 0
+    assert len(re.findall(r"^(MET|MISSED): ", result.stdout, re.M)) == 6
+
+
 @pytest.mark.parametrize(
     "script", ["bench_train_step", "bench_inference", "bench_reader_vs_train", "bench_parallel_members"]
 )

@@ -36,7 +36,11 @@ def _errors(validator, manifest) -> list[str]:
 
 
 def test_both_kinds_are_present():
-    assert {yaml.safe_load(p.read_text())["kind"] for p in MANIFESTS} == {"RayCluster", "RayJob"}
+    assert {yaml.safe_load(p.read_text())["kind"] for p in MANIFESTS} == {
+        "RayCluster",
+        "RayJob",
+        "RayService",
+    }
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
@@ -51,6 +55,8 @@ def test_manifest_validates_strictly(validator, path):
         ("raycluster.yaml", ["spec", "workerGroupSpecs", 0], "maxReplica"),
         ("raycluster.yaml", ["spec", "headGroupSpec", "template", "spec", "containers", 0], "imagePullPolcy"),
         ("raycluster.yaml", ["spec", "autoscalerOptions"], "idleTimeoutSecs"),
+        ("rayservice-serving.yaml", ["spec"], "serveConfig"),
+        ("rayservice-serving.yaml", ["spec", "upgradeStrategy"], "kind"),
     ],
 )
 def test_misspelled_field_is_rejected(validator, name, where, typo):
@@ -109,3 +115,21 @@ def test_pipeline_job_keeps_shards_and_run_storage_on_s3():
         "tune.storage_path": '"$ANYTIME_STORAGE/tune"',
     }
     assert env["ANYTIME_SHARDS"].startswith("s3://") and env["ANYTIME_STORAGE"].startswith("s3://")
+
+
+def test_service_deploys_the_server_app_with_serve_s_own_schema():
+    """serveConfigV2 is a valid Serve config: the application serving.app:build, with arguments it takes."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from serving.app import ServerSettings
+
+    service, cluster = _load("rayservice-serving.yaml"), _load("raycluster.yaml")
+    config = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    (app,) = config.applications
+    assert app.import_path == "serving.app:build"
+    assert set(app.args) - {"outputs", "name", "members"} <= set(ServerSettings.model_fields)
+    (deployment,) = app.deployments
+    assert deployment.name == "anytime" and deployment.autoscaling_config["max_replicas"] > 1
+    assert service["spec"]["rayClusterConfig"]["rayVersion"] == ray.__version__
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["image"] == cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]

@@ -47,12 +47,8 @@ def test_flops_budget_returns_the_last_head_that_fits_and_runs_nothing_past_it()
     assert result.flops == predictor.spent[0][2]
     assert [len(c) for c in calls] == [1, 1, 1, 0, 0, 0]  # units after head 2 never ran
     torch.testing.assert_close(result.logits, model(x, until=2)[2])
-    hard = predictor.predict(x, flops_budget=predictor.spent[0][2] + 1, deadline_s=60.0, hard=True)
-    assert (hard.head, hard.stopped_by, hard.flops) == (
-        2,
-        "budget",
-        predictor.spent[0][2],
-    )  # budget binds too
+    both = predictor.predict(x, flops_budget=predictor.spent[0][2] + 1, deadline_s=60.0)
+    assert (both.head, both.stopped_by, both.flops) == (2, "budget", predictor.spent[0][2])  # budget binds
     full = predictor.predict(x)
     assert (full.head, full.stopped_by, full.flops) == (5, "complete", predictor.total_flops)
     nothing = predictor.predict(x, flops_budget=0)  # not even the first head fits
@@ -71,32 +67,19 @@ def test_soft_deadline_is_checked_between_heads():
     assert [len(c) for c in calls] == [1, 1, 1, 1, 0, 0]
 
 
-def test_hard_deadline_answers_on_time_with_the_latest_completed_head():
-    model = tiny()
-    predictor = AnytimePredictor(model, SHAPE)
-    calls = count_units(model)
-    slow_unit(model, 3, 2.5)
-    result = predictor.predict(torch.randn(2, *SHAPE), deadline_s=0.8, hard=True)
-    assert (result.head, result.stopped_by, result.heads_computed) == (2, "deadline", 3)
-    assert 0.8 <= result.elapsed_s < 2.3  # answered at the deadline, while unit 3 was still sleeping
-    workers = [t for t in threading.enumerate() if t.name == "anytime-predictor"]
-    assert workers and all(t.daemon for t in workers)  # a late head never keeps the interpreter alive
-    time.sleep(3.0)  # the worker thread finishes the head in progress and stops there
-    assert [len(c) for c in calls] == [1, 1, 1, 1, 0, 0]
-
-
 def test_a_zero_deadline_answers_at_once_with_nothing():
     model = tiny()
     predictor = AnytimePredictor(model, SHAPE)
     slow_unit(model, 0, 1.5)
     x = torch.randn(2, *SHAPE)
-    soft = predictor.predict(x, deadline_s=0)  # checked before the first head: nothing runs
-    assert (soft.logits, soft.heads_computed, soft.stopped_by, soft.flops) == (None, 0, "deadline", 0.0)
-    hard = predictor.predict(x, deadline_s=0, hard=True)
-    assert (hard.logits, hard.heads_computed, hard.stopped_by, hard.flops) == (None, 0, "deadline", 0.0)
-    assert hard.elapsed_s < 1.0  # answered without waiting for the worker's 1.5 s head
-    for worker in [t for t in threading.enumerate() if t.name == "anytime-predictor"]:
-        worker.join()
+    result = predictor.predict(x, deadline_s=0)  # checked before the first head: nothing runs
+    assert (result.logits, result.heads_computed, result.stopped_by, result.flops) == (
+        None,
+        0,
+        "deadline",
+        0.0,
+    )
+    assert result.elapsed_s < 1.0  # answered without running the 1.5 s first unit
 
 
 @pytest.mark.parametrize(
@@ -104,7 +87,6 @@ def test_a_zero_deadline_answers_at_once_with_nothing():
     [
         ({"flops_budget": -1.0}, "flops_budget=-1.0 is invalid: must be >= 0"),
         ({"deadline_s": -0.5}, "deadline_s=-0.5 is invalid: must be >= 0"),
-        ({"hard": True}, "hard=True needs deadline_s: the hard stop is a wall-clock deadline"),
     ],
 )
 def test_bad_budgets_are_one_clear_value_error(kwargs, message):

@@ -576,6 +576,19 @@ def test_seed_everything_reproduces_init_and_draws(seed):
     assert draws_a[2] == draws_b[2]
 
 
+def test_seed_everything_picks_reproducible_or_autotuned_gpu_kernels():
+    try:
+        seed_everything(0, deterministic=False)
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+        assert not torch.are_deterministic_algorithms_enabled()
+        seed_everything(0, deterministic=True)
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        seed_everything(0)  # the library default, as the other tests expect
+
+
 def run_ranks(world_size: int, rank_main) -> list:
     """``rank_main(rank)`` on ``world_size`` threads joined in one torch.distributed group, with torch's
     in-process threaded backend (its collectives really sum over the threads): a data-parallel run in a

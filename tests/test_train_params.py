@@ -122,6 +122,99 @@ def test_fingerprint_covers_data_and_code_not_locations():
     assert len(code_digest(ROOT)) == 64 and code_digest() == code_digest(ROOT)  # the default root is ours
 
 
+@pytest.mark.parametrize("change", [{"scaling": {"use_gpu": True}}, {"amp": False}])
+def test_a_device_or_precision_change_retrains_instead_of_resuming(change):
+    """A CPU run re-run on GPUs (or with AMP switched) trains other numerics: a new fingerprint, hence a new
+    Ray run name, so the old run's checkpoints are never resumed and its outputs are not current."""
+    base = TrainParams.model_validate({"opt": {"members": []}})
+    changed = TrainParams.model_validate({"opt": {"members": []}, **change})
+    before = plan_runs(base, MANIFEST, shards="/s", code="c")
+    after = plan_runs(changed, MANIFEST, shards="/s", code="c")
+    assert [run.name for run in before] == [run.name for run in after]
+    for old, new in zip(before, after, strict=True):
+        assert old.fingerprint != new.fingerprint and old.ray_name != new.ray_name
+
+
+def test_batch_is_per_device_and_the_rate_scales_linearly_with_the_global_batch():
+    """lr is stated at reference_batch (64); 4 workers x 64 per device = 256, 4 times the rate."""
+    one = plan_runs(TrainParams.model_validate({"opt": {"members": []}}), MANIFEST, shards="/s", code="c")
+    assert one[0].config.batch_size == 64 and one[0].config.optimizer["lr"] == 0.1
+    assert "reference_batch" not in one[0].config.optimizer  # make_optimizer's kwargs only
+    four = TrainParams.model_validate(
+        {
+            "opt": {"members": []},
+            "scaling": {"num_workers": 4},
+            "optimizer": {"lr": 0.05, "reference_batch": 128},
+        }
+    )
+    run = plan_runs(four, MANIFEST, shards="/s", code="c")[0]
+    assert run.config.batch_size == 64 and run.config.optimizer["lr"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("train", "named"),
+    [
+        ({"batch_size": 8}, "train.batch_size = 8: BatchNorm would see 8 samples per device"),
+        (
+            {"batch_size": 4, "sync_batchnorm": True, "scaling": {"num_workers": 2, "use_gpu": True}},
+            "train.batch_size = 4: BatchNorm would see 8 samples per device",
+        ),
+        (
+            {"sync_batchnorm": True, "scaling": {"num_workers": 2}},
+            "train.sync_batchnorm = true with train.scaling.num_workers > 1 needs train.scaling.use_gpu",
+        ),
+    ],
+)
+def test_batchnorm_batch_below_the_minimum_is_one_line_naming_it(train, named):
+    message = error_for(with_train(**train))
+    assert message.startswith(f"params.yaml: {named}"), message
+    assert "allowed" in message
+
+
+def test_sync_batchnorm_counts_every_workers_batch():
+    gpus = {"num_workers": 4, "use_gpu": True}
+    params = TrainParams.model_validate({"batch_size": 4, "sync_batchnorm": True, "scaling": gpus})
+    assert params.batch_size == 4  # 16 samples per BatchNorm statistic
+
+
+def test_fractional_gpus_with_several_workers_is_one_line_naming_it():
+    message = error_for(with_train(scaling={"use_gpu": True, "num_workers": 2, "gpus_per_worker": 0.5}))
+    assert message.startswith(
+        "params.yaml: train.scaling: scaling.gpus_per_worker = 0.5 with num_workers = 2"
+    )
+    assert "allowed: gpus_per_worker >= 1, or num_workers: 1" in message
+    shared = TrainParams.model_validate({"scaling": {"use_gpu": True, "gpus_per_worker": 0.25}})
+    assert shared.scaling.gpus_per_worker == 0.25  # one worker per run: runs share a GPU
+    tune = copy.deepcopy(project_params())
+    tune["tune"]["scaling"] = {"use_gpu": True, "num_workers": 4, "gpus_per_worker": 0.5}
+    assert "tune.scaling: scaling.gpus_per_worker = 0.5 with num_workers = 4" in error_for(tune)
+
+
+def test_each_run_trains_on_its_own_workers_with_the_rate_for_their_global_batch():
+    """A member's own scaling; the OPT baselines on opt.scaling, else their member's."""
+    gpus = {"use_gpu": True, "num_workers": 4, "cpus_per_worker": 4.0}
+    members = [{"name": "small", "n": 1}, {"name": "big", "n": 2, "scaling": gpus}]
+    params = TrainParams.model_validate({"members": members, "opt": {"milestones": [1]}})
+    runs = {run.name: run for run in plan_runs(params, MANIFEST, shards="/s", code="c")}
+    assert runs["small"].scaling == params.scaling and runs["small"].config.num_workers == 1
+    assert runs["big"].scaling.num_workers == 4 and runs["big"].config.use_gpu
+    assert runs["big"].config.optimizer["lr"] == pytest.approx(4 * runs["small"].config.optimizer["lr"])
+    (opt,) = [run for run in runs.values() if run.kind == "opt"]
+    assert opt.scaling == runs["big"].scaling and opt.config.num_workers == 4  # the member's
+    one_gpu = {"use_gpu": True, "gpus_per_worker": 0.5}
+    params = TrainParams.model_validate({"members": members, "opt": {"milestones": [1], "scaling": one_gpu}})
+    (opt,) = [run for run in plan_runs(params, MANIFEST, shards="/s", code="c") if run.kind == "opt"]
+    assert opt.scaling.gpus_per_worker == 0.5 and opt.config.num_workers == 1
+    assert opt.config.optimizer["lr"] == pytest.approx(runs["small"].config.optimizer["lr"])
+
+
+def test_deterministic_kernels_are_off_by_default_and_fingerprinted():
+    default = plan_runs(TrainParams.model_validate({"opt": {"members": []}}), MANIFEST, shards="/s", code="c")
+    exact = TrainParams.model_validate({"opt": {"members": []}, "deterministic": True})
+    assert default[0].config.deterministic is False
+    assert plan_runs(exact, MANIFEST, shards="/s", code="c")[0].fingerprint != default[0].fingerprint
+
+
 def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():
     """No table of its own: a strategy gets ``seed`` iff the library's factory takes it."""
     for name in list_strategies():

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import yaml
 
+from anytime.data import ShardDataset
 from anytime.record import load_network, read_record
 from pipelines.live import StageLive
-from pipelines.paths import LIVE_DIR, MEMBERS_DIR
+from pipelines.paths import LIVE_DIR, LOGS_DIR, MEMBERS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 ARRAYS = ("probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy")
@@ -100,8 +101,13 @@ def test_killed_data_parallel_driver_is_rerun_and_resumes_from_its_last_checkpoi
         command, cwd=project, env=ray_head.env, capture_output=True, text=True, timeout=300
     )
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
-    assert "worker group of size 2" in rerun.stdout + rerun.stderr
+    assert "train: m0 resumed from its checkpoint of epoch" in rerun.stdout
+    assert "worker group of size 2" in (project / LOGS_DIR / "train.log").read_text()  # Ray's, in the log
     after = history(project, "m0")
     assert [epoch for epoch, _ in after] == [0, 1, 2, 3]  # each once, including one the killed driver missed
     assert after[: len(before)] == before and before[-1][1] < killed_at  # no logged epoch trained again
     check_outputs(project / MEMBERS_DIR / "m0", num_heads=3, epochs=4)
+    # both ranks evaluated their share, gathered in the split's own order (as one process reads it)
+    for split in ("val", "test"):
+        alone = [label for _, label in ShardDataset(str(digits_shards), split, rank=0, world_size=1)]
+        assert np.load(project / MEMBERS_DIR / "m0" / f"labels_{split}.npy").tolist() == alone

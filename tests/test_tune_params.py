@@ -44,7 +44,7 @@ def samples(space, search_alg: str, n: int) -> list[dict]:
 def test_project_tune_section_covers_every_strategy_family():
     tune = load_params(ROOT / "params.yaml").tune
     assert [c.family for c in tune.space.weighting] == ["static", "alternating", "adaloss", "noregret"]
-    assert tune.objective == "val_auc" and tune.scheduler.name == "asha" and tune.search_alg == "random"
+    assert tune.objective == "val_auc" and tune.scheduler.name == "halving" and tune.search_alg == "random"
     assert set(tune.space.optimizer) == {"lr", "weight_decay"}
 
 

@@ -64,8 +64,8 @@ class AdaLoss(WeightingStrategy):
     def weights(self) -> Tensor:
         return self._weights.to(torch.float32)
 
-    def update(self, losses: Tensor) -> None:
-        values = self._check_losses(losses)
+    def update(self, losses: Tensor, *, validate: bool = True) -> None:
+        values = self._check_losses(losses, validate=validate)
         self.steps += 1
         if self.steps == 1:
             self.loss_ema = values

@@ -28,6 +28,10 @@ class EmphasisStrategy(WeightingStrategy):
     ``seed``: every data-parallel rank builds the strategy with the same seed and makes the same calls, so
     all ranks draw the same heads. The generator state is part of ``state_dict``, so a resumed run draws
     the same sequence as an uninterrupted one.
+
+    The draw is ``torch.multinomial``'s own for one sample (argmax of p / E, E ~ Exp(1) from the
+    generator), the same heads from the same seed, but with p on the training device: the generator's
+    numbers go there, the selected head never comes back to the host.
     """
 
     def __init__(
@@ -49,17 +53,30 @@ class EmphasisStrategy(WeightingStrategy):
             static_weights(scheme, num_heads, normalisation, eann, j=j), dtype=torch.float64
         )
         self.extra = float(self.base.sum()) / self.rho
-        self.selected = num_heads - 1
+        self.heads = torch.arange(num_heads)
+        self._selected = torch.tensor(num_heads - 1)
         self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
 
+    @property
+    def selected(self) -> int:
+        """The head emphasised in the coming step (reading it waits for the device)."""
+        return int(self._selected)
+
+    def _emphasis(self) -> Tensor:
+        """One-hot (bool, K) of the selected head, on the strategy's device."""
+        return self.heads == self._selected
+
     def weights(self) -> Tensor:
-        w = self.base.clone()
-        w[self.selected] += self.extra
-        return w.to(torch.float32)
+        return torch.where(self._emphasis(), self.base + self.extra, self.base).to(torch.float32)
 
     def _draw(self, probabilities: Tensor) -> None:
         """Select the head for the next step; exactly one generator draw per call on every rank."""
-        self.selected = int(torch.multinomial(probabilities, 1, generator=self.generator))
+        noise = torch.empty(self.num_heads, dtype=torch.float64).exponential_(1.0, generator=self.generator)
+        if self.device.type == "cuda":
+            noise = noise.pin_memory()  # copied without waiting for the GPU
+        if self.device.type != "cpu":
+            noise = noise.to(self.device, non_blocking=True)
+        self._selected = torch.argmax(probabilities / noise)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "selected": self.selected, "generator": self.generator.get_state()}
@@ -67,7 +84,8 @@ class EmphasisStrategy(WeightingStrategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         selected = state.get("selected")
-        self.selected = check_int("state_dict['selected']", selected, low=0, high=self.num_heads - 1)
+        check_int("state_dict['selected']", selected, low=0, high=self.num_heads - 1)
+        self._selected = torch.tensor(selected, device=self.device)
         expected = tuple(self.generator.get_state().shape)
         self.generator.set_state(check_state_tensor(state, "generator", expected))
 
@@ -95,6 +113,6 @@ class Alternating(EmphasisStrategy):
         )
         self._probabilities = self.base / self.base.sum()
 
-    def update(self, losses: Tensor) -> None:
-        self._check_losses(losses)
+    def update(self, losses: Tensor, *, validate: bool = True) -> None:
+        self._check_losses(losses, validate=validate)
         self._draw(self._probabilities)

@@ -23,25 +23,38 @@ _REGISTRY: dict[str, StrategyFactory] = {}
 class WeightingStrategy(ABC):
     """Per-head loss weights for the coming step, updated from the per-head losses after each step.
 
-    Loop protocol: ``start_epoch(e)`` at each epoch start; per step ``w = weights()``,
-    ``loss = (w.to(losses.device) * losses).sum()``, then ``update(losses.detach())``. Under data-parallel
-    training the loop passes globally averaged losses, and every rank makes the same calls, so strategies
-    that sample draw the same numbers on every rank as long as they are built with the same ``seed``.
-    ``state_dict`` holds only tensors, floats, ints and lists so checkpoints load with
-    ``torch.load(weights_only=True)``.
+    Loop protocol: ``to(device)`` and ``start_epoch(e)`` at each epoch start; per step ``w = weights()``,
+    ``loss = (w * losses).sum()``, then ``update(losses.detach())``. Under data-parallel training the loop
+    passes globally averaged losses, and every rank makes the same calls, so strategies that sample draw the
+    same numbers on every rank as long as they are built with the same ``seed``. ``state_dict`` holds only
+    tensors, floats, ints and lists so checkpoints load with ``torch.load(weights_only=True)``.
+
+    State lives on the training device (``to``), so a step neither copies weights to the GPU nor losses
+    back: the loop stays free of host syncs. Only a seeded CPU generator stays on the CPU; what it draws
+    depends on nothing the GPU computes, so it is copied over without waiting for the GPU.
     """
 
     def __init__(self, num_heads: int, *, min_heads: int = 1) -> None:
         self.num_heads = check_int("num_heads", num_heads, low=min_heads)
         self.epoch = 0
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> WeightingStrategy:
+        """Move every state tensor to ``device`` (a no-op where they are); returns the strategy."""
+        self.device = torch.device(device)
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(self, name, value.to(self.device))
+        return self
 
     @abstractmethod
     def weights(self) -> Tensor:
-        """float32 CPU tensor (K,): the weight of each head's loss for the coming step."""
+        """float32 (K,) on the strategy's device: the weight of each head's loss for the coming step."""
 
-    def update(self, losses: Tensor) -> None:
-        """Consume the step's per-head losses (K,). Static strategies only check them."""
-        self._check_losses(losses)
+    def update(self, losses: Tensor, *, validate: bool = True) -> None:
+        """Consume the step's per-head losses (K,). Static strategies only check them. ``validate=False``:
+        the caller checks finiteness itself (the training loop does so deferred, to spare a host sync)."""
+        self._check_losses(losses, validate=validate)
 
     def start_epoch(self, epoch: int) -> None:
         """Called by the loop at the start of each (0-based) epoch."""
@@ -53,9 +66,10 @@ class WeightingStrategy(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(_require_key(state, "epoch"))
 
-    def _check_losses(self, losses: Tensor) -> Tensor:
-        """The losses as a float64 CPU vector; a wrong shape, NaN/inf or a negative value (per-head losses
-        are cross-entropies) would silently corrupt a learned state, so they are refused."""
+    def _check_losses(self, losses: Tensor, *, validate: bool = True) -> Tensor:
+        """The losses as a float64 vector on the strategy's device; a wrong shape, NaN/inf or a negative
+        value (per-head losses are cross-entropies) would silently corrupt a learned state, so they are
+        refused (the values only with ``validate``: reading them waits for the device)."""
         if not isinstance(losses, Tensor):
             losses = torch.as_tensor(losses)
         if losses.shape != (self.num_heads,):
@@ -63,8 +77,8 @@ class WeightingStrategy(ABC):
                 f"losses of shape {tuple(losses.shape)} are invalid: expected one loss per head, "
                 f"shape ({self.num_heads},)"
             )
-        values = losses.detach().to("cpu", torch.float64)
-        if not bool((torch.isfinite(values) & (values >= 0)).all()):
+        values = losses.detach().to(self.device, torch.float64)
+        if validate and not bool((torch.isfinite(values) & (values >= 0)).all()):
             raise ValueError(
                 f"losses={values.tolist()} are invalid: every per-head loss must be finite and >= 0"
             )

@@ -26,8 +26,8 @@ def relative_rewards(losses: Tensor, rho_last: float) -> Tensor:
     """r_k = 1 - l_{k+1} / l_k for k < K-1; the final head gets rho_last * max(0, max_k r_k)."""
     lo = losses.to(torch.float64).clamp_min(_MIN_LOSS)
     rewards = 1.0 - lo[1:] / lo[:-1]
-    final = rho_last * max(0.0, float(rewards.max()))
-    return torch.cat([rewards, rewards.new_tensor([final])])
+    final = rho_last * rewards.max().clamp_min(0.0)  # a tensor: nothing waits for the device
+    return torch.cat([rewards, final.view(1)])
 
 
 class NoRegretStrategy(EmphasisStrategy):
@@ -63,8 +63,8 @@ class NoRegretStrategy(EmphasisStrategy):
         q = torch.softmax(self.log_w, dim=0)
         return (1.0 - self.gamma) * q + self.gamma / self.num_heads
 
-    def update(self, losses: Tensor) -> None:
-        values = self._check_losses(losses)
+    def update(self, losses: Tensor, *, validate: bool = True) -> None:
+        values = self._check_losses(losses, validate=validate)
         if self.epoch >= 1:
             self._learn(relative_rewards(values, self.rho_last))
         self._draw(self.probabilities())
@@ -101,10 +101,10 @@ class Exp3(NoRegretStrategy):
     """
 
     def _learn(self, rewards: Tensor) -> None:
-        s = self.selected
-        p_s = float(self.probabilities()[s])
-        log_w = self.log_w.clone()
-        log_w[s] += self.gamma * float(rewards[s]) / (p_s * self.num_heads)
+        emphasised = self._emphasis()  # head s as a mask: indexing by s (or a mask) would read it on the host
+        p_s = torch.where(emphasised, self.probabilities(), 0.0).sum()
+        r_s = torch.where(emphasised, rewards, 0.0).sum()
+        log_w = self.log_w + torch.where(emphasised, self.gamma * r_s / (p_s * self.num_heads), 0.0)
         w = torch.softmax(log_w, dim=0)
         mix = 0.001 * self.gamma
         self.log_w = torch.log((1.0 - mix) * w + mix / self.num_heads)
@@ -130,8 +130,8 @@ class AverageReward(NoRegretStrategy):
         else:
             self.reward_ema = self.momentum * self.reward_ema + (1.0 - self.momentum) * rewards
         clipped = self.reward_ema.clamp_min(0.0)
-        total = float(clipped.sum())
-        q = clipped / total if total > 0 else torch.full_like(clipped, 1.0 / self.num_heads)
+        total = clipped.sum()
+        q = torch.where(total > 0, clipped / total, torch.full_like(clipped, 1.0 / self.num_heads))
         self.log_w = torch.log(q)
 
     def state_dict(self) -> dict[str, Any]:

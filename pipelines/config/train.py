@@ -28,7 +28,7 @@ from pydantic import (
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
 from anytime.models.resann_imagenet import LAYOUTS
-from anytime.train import SCHEDULERS, make_optimizer, make_scheduler
+from anytime.train import MIN_BN_BATCH, SCHEDULERS, make_optimizer, make_scheduler
 from anytime.weighting import (
     NORMALISATIONS,
     SCHEMES,
@@ -123,9 +123,12 @@ SCHEDULE_DEFAULTS = library_defaults(make_scheduler)
 
 
 class OptimizerParams(_Section):
-    """SGD (``anytime.train.make_optimizer``, whose signature gives the defaults)."""
+    """SGD (``anytime.train.make_optimizer``, whose signature gives the defaults); ``lr`` is the rate at a
+    global batch of ``reference_batch``, scaled linearly to the run's global batch
+    (``anytime.train.scaled_lr``)."""
 
     lr: PositiveFloat = OPTIMIZER_DEFAULTS["lr"]
+    reference_batch: PositiveInt = 64
     momentum: float = Field(default=OPTIMIZER_DEFAULTS["momentum"], ge=0.0, lt=1.0)
     weight_decay: float = Field(default=OPTIMIZER_DEFAULTS["weight_decay"], ge=0.0)
     nesterov: bool = OPTIMIZER_DEFAULTS["nesterov"]
@@ -164,6 +167,18 @@ class ScalingParams(_Section):
     # a request no live node can satisfy at once (docs/cluster.md).
     wait_for_resources_s: NonNegativeFloat = 0.0
 
+    @model_validator(mode="after")
+    def _one_gpu_per_rank(self) -> ScalingParams:
+        """NCCL refuses two ranks of one process group on one GPU ("Duplicate GPU"): a fraction of a GPU
+        only suits a run of one worker (several such runs then share the GPU)."""
+        gpus = self.gpus_per_worker
+        if self.use_gpu and gpus is not None and gpus < 1 and self.num_workers > 1:
+            raise ValueError(
+                f"scaling.gpus_per_worker = {gpus} with num_workers = {self.num_workers}: NCCL runs no two "
+                "ranks of a run on one GPU; allowed: gpus_per_worker >= 1, or num_workers: 1 for a fraction"
+            )
+        return self
+
 
 class EannParams(_Section):
     """Generated members: ``members`` ANNs with ``n0 * base**k`` units per group, named m0, m1, ..."""
@@ -184,6 +199,7 @@ class MemberParams(_Section):
     epochs: PositiveInt | None = None
     seed: NonNegativeInt | None = None
     eann_weights: bool = False
+    scaling: ScalingParams | None = None  # this member's workers (default: train.scaling)
 
 
 class OptBaselineParams(_Section):
@@ -191,6 +207,7 @@ class OptBaselineParams(_Section):
 
     members: list[str] = Field(default_factory=lambda: ["last"])
     milestones: list[MilestoneFraction] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1])
+    scaling: ScalingParams | None = None  # the baselines' workers (default: their member's)
 
 
 class TrainParams(_Section):
@@ -203,10 +220,13 @@ class TrainParams(_Section):
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
     epochs: PositiveInt = 8
-    batch_size: PositiveInt = 64
+    batch_size: PositiveInt = 64  # per device (Ray Train worker); the global batch is this x num_workers
+    sync_batchnorm: bool = False  # BatchNorm statistics over every worker's batch (multi-GPU only)
     eval_batch_size: PositiveInt = 512
     amp: bool = True
     compile: bool = False
+    # GPU kernels: false = cuDNN autotunes (fastest, as bench/ measures); true = reproducible bit for bit
+    deterministic: bool = False
     seed: NonNegativeInt = 0
     scaling: ScalingParams = Field(default_factory=ScalingParams)
     max_failures: int = Field(default=2, ge=-1)
@@ -244,6 +264,32 @@ class TrainParams(_Section):
                     f"{', '.join(strategy_hparams(strategy.strategy))}): set {key} to false or pick another"
                 )
         return weighting
+
+    @model_validator(mode="after")
+    def _batch_fits_batchnorm(self) -> TrainParams:
+        """BatchNorm needs MIN_BN_BATCH samples per statistic: a device's batch, or with sync_batchnorm all
+        workers' together (which only CUDA ranks can share: torch syncs BN over NCCL alone)."""
+        for key, scaling in self.run_scalings():
+            workers = scaling.num_workers
+            if self.sync_batchnorm and workers > 1 and not scaling.use_gpu:
+                raise ValueError(
+                    f"train.sync_batchnorm = true with {key}.num_workers > 1 needs {key}.use_gpu: true "
+                    "(SyncBatchNorm runs on GPUs only); allowed: false on CPU workers"
+                )
+            statistics = self.batch_size * (workers if self.sync_batchnorm else 1)
+            if statistics < MIN_BN_BATCH:
+                raise ValueError(
+                    f"train.batch_size = {self.batch_size}: BatchNorm would see {statistics} samples per "
+                    f"device (fewer than {MIN_BN_BATCH} cost accuracy); allowed: batch_size >= {MIN_BN_BATCH}"
+                    f", or sync_batchnorm: true with batch_size x {key}.num_workers >= {MIN_BN_BATCH}"
+                )
+        return self
+
+    def run_scalings(self) -> list[tuple[str, ScalingParams]]:
+        """Every scaling a run may use, with its key: the shared one, members' and the baselines' own."""
+        own = [(f"train.members.{m.name}.scaling", m.scaling) for m in self.members or [] if m.scaling]
+        opt = [("train.opt.scaling", self.opt.scaling)] if self.opt.scaling else []
+        return [("train.scaling", self.scaling), *own, *opt]
 
     def member_entries(self) -> list[MemberParams]:
         """The members as explicit entries, in order of depth (generated ones named m0, m1, ...)."""

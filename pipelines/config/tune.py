@@ -275,11 +275,15 @@ class SpaceParams(_Section):
 
 
 class SchedulerParams(_Section):
-    """Early stopping of poor trials, measured in epochs (every trial reports once per epoch)."""
+    """Early stopping of poor trials, measured in epochs (every trial reports once per epoch).
 
-    name: Literal["asha", "median", "fifo"] = "asha"
+    ``halving`` (synchronous successive halving) and ``fifo`` (none) decide the same on every run; ``asha``
+    and ``median`` decide as trials report, so their result depends on timing (pipelines/tuning/halving.py).
+    """
+
+    name: Literal["halving", "asha", "median", "fifo"] = "halving"
     grace_period: PositiveInt = 1  # epochs a trial runs before it may be stopped
-    reduction_factor: float = Field(default=2.0, gt=1.0)  # asha: keep the best 1/reduction_factor per rung
+    reduction_factor: float = Field(default=2.0, gt=1.0)  # halving, asha: keep the best 1/factor per rung
     min_samples_required: PositiveInt = 3  # median: trials needed before the median rule applies
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,13 @@ from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
 from anytime.models import create_model
 from anytime.record import read_record
+from anytime.train import scaled_lr
 from pipelines.config.train import (
     MILESTONE_KEYS,
     MemberParams,
     ModelParams,
     ResANNParams,
+    ScalingParams,
     TrainParams,
     WeightingParams,
 )
@@ -39,10 +41,11 @@ TRAINING_CODE = (
     "anytime/train.py",
     "anytime/flops.py",
     "anytime/metrics.py",
+    "pipelines/__init__.py",
     "pipelines/training/__init__.py",
+    "pipelines/training/process_group.py",
     "pipelines/training/train_worker.py",
     "pipelines/training/worker_config.py",
-    "pipelines/__init__.py",
     "anytime/record.py",
 )
 # Config keys that change where or how fast a run goes, not what it learns.
@@ -57,6 +60,7 @@ class PlannedRun:
     kind: str
     config: WorkerConfig
     fingerprint: str
+    scaling: ScalingParams = field(default_factory=ScalingParams)  # its Ray Train workers
 
     @property
     def out_dir(self) -> Path:
@@ -115,6 +119,33 @@ def _weighting_config(weighting: WeightingParams, *, seed: int, eann: bool) -> d
     return {"strategy": weighting.strategy, **hparams}
 
 
+def sgd_config(params: TrainParams, scaling: ScalingParams) -> dict[str, Any]:
+    """``make_optimizer``'s kwargs, the rate scaled from ``reference_batch`` to the run's global batch."""
+    sgd = params.optimizer.model_dump(exclude={"reference_batch"})
+    global_batch = params.batch_size * scaling.num_workers
+    return sgd | {"lr": scaled_lr(sgd["lr"], global_batch, params.optimizer.reference_batch)}
+
+
+def run_scaling(params: TrainParams, entry: MemberParams) -> ScalingParams:
+    """A member's workers: its own ``scaling`` where it sets one, else the shared ``train.scaling``."""
+    return entry.scaling or params.scaling
+
+
+def opt_scaling(params: TrainParams, entry: MemberParams) -> ScalingParams:
+    """The OPT baselines' workers: ``train.opt.scaling`` where set, else those of their member."""
+    return params.opt.scaling or run_scaling(params, entry)
+
+
+def worker_keys(params: TrainParams, scaling: ScalingParams) -> dict[str, Any]:
+    """The config keys that follow a run's workers: the device, how many, the rate for their global batch."""
+    return {
+        "optimizer": sgd_config(params, scaling),
+        "use_gpu": scaling.use_gpu,  # other kernels: a CPU run's checkpoint is not resumed on GPUs
+        "num_workers": scaling.num_workers,
+        "loader_workers": scaling.loader_workers,
+    }
+
+
 def resolve_shards(params: TrainParams, dataset: str) -> str:
     """Shard location: ``train.shards`` (e.g. an s3:// URI on a cluster) or the shard stage's output."""
     if params.shards is not None:
@@ -137,29 +168,31 @@ def run_config(
         name=entry.name,
         model=_model_config(entry.model or params.model, entry.n, manifest),
         weighting=_weighting_config(entry.weighting or params.weighting, seed=seed, eann=entry.eann_weights),
-        optimizer=params.optimizer.model_dump(),
         schedule=params.schedule.model_dump(),
         epochs=entry.epochs or params.epochs,
         batch_size=params.batch_size,
+        sync_batchnorm=params.sync_batchnorm,
         eval_batch_size=params.eval_batch_size,
         amp=params.amp,
         compile=params.compile,
+        deterministic=params.deterministic,
         seed=seed,
-        num_workers=params.scaling.num_workers,
-        loader_workers=params.scaling.loader_workers,
         input_shape=(int(channels), int(height), int(width)),
         shards=shards,
         endpoint_url=endpoint_url,
+        **worker_keys(params, run_scaling(params, entry)),
     )
 
 
-def opt_config(member: WorkerConfig, j: int) -> WorkerConfig:
-    """OPT(j): the member's backbone truncated after head j, trained on head j alone (METHOD.md §6)."""
+def opt_config(params: TrainParams, entry: MemberParams, member: WorkerConfig, j: int) -> WorkerConfig:
+    """OPT(j): the member's backbone truncated after head j, trained on head j alone (METHOD.md §6), on
+    :func:`opt_scaling`'s workers."""
     return member.model_copy(
         update={
             "name": opt_run_name(member.name, j),
             "model": {**member.model, "truncate_at": j},
             "weighting": {"strategy": "opt", "j": j},
+            **worker_keys(params, opt_scaling(params, entry)),
         }
     )
 
@@ -187,20 +220,22 @@ def plan_runs(
 ) -> list[PlannedRun]:
     """Every member, then every OPT baseline, each with its fingerprint."""
     code = code if code is not None else code_digest()
-    entries = params.member_entries()
+    entries = {e.name: e for e in params.member_entries()}
     configs = {
-        e.name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url) for e in entries
+        name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url)
+        for name, e in entries.items()
     }
 
-    def planned(kind: str, config: WorkerConfig) -> PlannedRun:
+    def planned(kind: str, config: WorkerConfig, scaling: ScalingParams) -> PlannedRun:
         digest = fingerprint(config.model_dump(mode="json"), manifest, code)
-        return PlannedRun(config.name, kind, config, digest)
+        return PlannedRun(config.name, kind, config, digest, scaling)
 
-    runs = [planned("member", config) for config in configs.values()]
+    runs = [planned("member", cfg, run_scaling(params, entries[n])) for n, cfg in configs.items()]
     for wanted in dict.fromkeys(params.opt.members):
-        name = entries[-1].name if wanted == "last" else wanted
+        name = list(entries)[-1] if wanted == "last" else wanted
         if name not in configs:
             raise ValueError(f"train.opt.members: {wanted!r} is not a member (members: {', '.join(configs)})")
+        scaling = opt_scaling(params, entries[name])
         for j in opt_heads(configs[name], list(params.opt.milestones)):
-            runs.append(planned("opt", opt_config(configs[name], j)))
+            runs.append(planned("opt", opt_config(params, entries[name], configs[name], j), scaling))
     return list({run.name: run for run in runs}.values())

@@ -41,7 +41,7 @@ from anytime.metrics import anytime_auc, head_errors
 from anytime.models import create_model
 from anytime.record import save_network, save_predictions
 from anytime.train import (
-    evaluate,
+    evaluate_shared,
     load_checkpoint,
     make_grad_scaler,
     make_optimizer,
@@ -53,6 +53,7 @@ from anytime.train import (
     unwrap_model,
 )
 from anytime.weighting import WeightingStrategy, create_strategy
+from pipelines.training.process_group import NodeAddressTorchConfig
 from pipelines.training.worker_config import WorkerConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -85,7 +86,11 @@ def maybe_inject_fault(run: str, epoch: int) -> None:
 
 
 def _loader(config: WorkerConfig, split: str, *, train: bool) -> DataLoader:
-    """Train: this rank's share, shuffled and augmented. Eval: the whole split (only rank 0 evaluates)."""
+    """This rank's share of ``split``. Train: shuffled and augmented, ``batch_size`` per device. Eval: a
+    contiguous range read in order by this process (no loader workers, whose batches would interleave),
+    so the ranks' shares joined in rank order are the split in its own order whatever the scaling: every
+    run's outputs then list the samples alike (``anytime.train.evaluate_shared``)."""
+    context = ray.train.get_context()
     dataset = ShardDataset(
         config.shards,
         split,
@@ -93,11 +98,12 @@ def _loader(config: WorkerConfig, split: str, *, train: bool) -> DataLoader:
         seed=config.seed,
         augment=train,
         endpoint_url=config.endpoint_url,
-        **({} if train else {"rank": 0, "world_size": 1}),
+        rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
     )
-    world = ray.train.get_context().get_world_size()
-    batch = max(1, config.batch_size // world) if train else config.eval_batch_size
-    return DataLoader(dataset, batch_size=batch, num_workers=config.loader_workers)
+    if not train:
+        return DataLoader(dataset, batch_size=config.eval_batch_size)
+    return DataLoader(dataset, batch_size=config.batch_size, num_workers=config.loader_workers)
 
 
 def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dict[str, Any]:
@@ -105,14 +111,24 @@ def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dic
     return {"val_top1": top1, "val_top1_final": top1[-1], "val_auc": anytime_auc(flops, top1)}
 
 
-def _write_final(directory: Path, model: torch.nn.Module, config: WorkerConfig, val, flops) -> None:
+Evaluated = tuple[np.ndarray, np.ndarray]  # probs [K, N, C], labels [N] of a whole split
+
+
+def _evaluate(state: WorkerState, config: WorkerConfig, loader: DataLoader) -> Evaluated:
+    """Every rank: its share of a split evaluated, all shares gathered (rank 0's network throughout)."""
+    return evaluate_shared(
+        unwrap_model(state.model), loader, device=ray.train.torch.get_device(), amp=config.amp
+    )
+
+
+def _write_final(
+    directory: Path, model: torch.nn.Module, config: WorkerConfig, val: Evaluated, test: Evaluated, flops
+) -> None:
     """The run outputs (``anytime.record``) but the record, which the driver writes from them."""
     final = directory / FINAL_DIR
     final.mkdir()
     net = unwrap_model(model)
     save_network(final, net)
-    device = ray.train.torch.get_device()
-    test = evaluate(net, _loader(config, "test", train=False), device=device, amp=config.amp)
     for split, (probs, labels) in (("val", val), ("test", test)):
         save_predictions(final, split, probs, labels)
     summary = {"model": net.config, "flops": flops, "head_units": list(net.head_units)}
@@ -133,9 +149,15 @@ class WorkerState:
 
     @classmethod
     def build(cls, config: WorkerConfig, device: torch.device) -> WorkerState:
-        """Everything from ``anytime``, in a fixed order (the seeded RNG draws the same weights each time)."""
+        """Everything from ``anytime``, in a fixed order (the seeded RNG draws the same weights each time).
+
+        The network moves to ``device`` before the optimiser exists: a restored optimiser state then lands
+        on its parameters' device (``Optimizer.load_state_dict`` casts to it), where moving the network
+        after a restore (as ``prepare_model`` would) leaves the momentum buffers behind on the CPU.
+        """
         model = create_model(**config.model)
         flops = head_costs(model, config.input_shape)
+        model.to(device)
         weighting = dict(config.weighting)
         strategy = create_strategy(weighting.pop("strategy"), num_heads=model.num_heads, **weighting)
         optimizer = make_optimizer(model, **config.optimizer)
@@ -157,28 +179,39 @@ class WorkerState:
         if restored is None:
             return 0
         with restored.as_directory() as directory:
-            state = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
-        self.history = list(state["extra"].get("history", []))
-        return restore_checkpoint(state, **self.parts())
+            return self.restore(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
+
+    def restore(self, checkpoint: dict[str, Any]) -> int:
+        """Load a checkpoint (any device) into the built state; returns the epoch to start at."""
+        self.history = list(checkpoint["extra"].get("history", []))
+        return restore_checkpoint(checkpoint, **self.parts())
 
     def save(self, path: Path, epoch: int) -> None:
         save_checkpoint(path, **self.parts(), epoch=epoch, extra={"history": self.history})
 
 
-def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
+def batchnorm_across_ranks(model: torch.nn.Module, config: WorkerConfig, world_size: int) -> torch.nn.Module:
+    """With ``sync_batchnorm`` and several ranks, BatchNorm statistics over every rank's batch. The converted
+    layers keep the same parameter and buffer objects: the optimiser and the checkpoint keys are unchanged."""
+    if not config.sync_batchnorm or world_size < 2:
+        return model
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def train_loop_per_worker(raw_config: WorkerConfig) -> None:
     """Ray Train worker: build with ``anytime``, resume from the last checkpoint, train/evaluate/report."""
     config = WorkerConfig.model_validate(raw_config)  # a dict through Ray (its contract), typed again here
     rank, run = ray.train.get_context().get_world_rank(), config.name
-    seed_everything(config.seed + rank)
+    seed_everything(config.seed + rank, deterministic=config.deterministic)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
     state = WorkerState.build(config, device)
     start = state.resume()
+    state.model = batchnorm_across_ranks(state.model, config, ray.train.get_context().get_world_size())
     if config.compile:
         state.model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay the eager ones
     state.model = ray.train.torch.prepare_model(state.model)
-    train_data = _loader(config, "train", train=True)
-    val_data = _loader(config, "val", train=False) if rank == 0 else None
+    train_data, val_data = _loader(config, "train", train=True), _loader(config, "val", train=False)
     for epoch in range(start, config.epochs):
         train_data.dataset.set_epoch(epoch)
         maybe_inject_fault(run, epoch)
@@ -200,8 +233,11 @@ def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
             "head_losses": stats["head_losses"],
             "node_id": _node_id(),
         }
+        val = _evaluate(state, config, val_data)  # every rank its share
+        final = epoch == config.epochs - 1 and config.final_outputs
+        test = _evaluate(state, config, _loader(config, "test", train=False)) if final else None
         if rank == 0:
-            _report_validated(state, config, epoch, metrics, val_data)
+            _report_validated(state, config, epoch, metrics, val, test)
         else:
             ray.train.report(metrics, checkpoint=None)
 
@@ -213,18 +249,23 @@ def _node_id() -> str | None:
 
 
 def _report_validated(
-    state: WorkerState, config: WorkerConfig, epoch: int, metrics: dict[str, Any], val_data: DataLoader
+    state: WorkerState,
+    config: WorkerConfig,
+    epoch: int,
+    metrics: dict[str, Any],
+    val: Evaluated,
+    test: Evaluated | None,
 ) -> None:
-    """Rank 0: validate, checkpoint the epoch (the last one with the final outputs) and report both."""
-    val = evaluate(unwrap_model(state.model), val_data, device=ray.train.torch.get_device(), amp=config.amp)
+    """Rank 0: checkpoint the validated epoch (the last one with the final outputs, given ``test``) and
+    report both."""
     metrics |= _val_metrics(*val, state.flops)
     metrics |= {"time_ms": int(time.time() * 1000), "history": state.history}
     state.history = [*state.history, {key: metrics[key] for key in EPOCH_RECORD}]
     # Ray deletes this directory once persisted to storage (local mode keeps it: nothing to upload).
     directory = Path(tempfile.mkdtemp(prefix=f"anytime-{config.name}-"))
     state.save(directory / CHECKPOINT_FILE, epoch)
-    if epoch == config.epochs - 1 and config.final_outputs:
-        _write_final(directory, state.model, config, val, state.flops)
+    if test is not None:
+        _write_final(directory, state.model, config, val, test, state.flops)
     checkpoint = Checkpoint.from_directory(str(directory))
     ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
@@ -243,6 +284,7 @@ def build_trainer(
         train_loop_per_worker,
         train_loop_config=config.model_dump(),
         scaling_config=scaling,
+        torch_config=NodeAddressTorchConfig(),
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,

@@ -20,14 +20,17 @@ class WorkerConfig(BaseModel, frozen=True, extra="forbid"):
     name: str  # the run's name: "m0", "m2-opt8", ...
     model: dict[str, Any]  # create_model(**model)
     weighting: dict[str, Any]  # {"strategy": registry name, **hyperparameters}: create_strategy's kwargs
-    optimizer: dict[str, Any]  # make_optimizer's kwargs
+    optimizer: dict[str, Any]  # make_optimizer's kwargs, lr already scaled to the run's global batch
     schedule: dict[str, Any]  # make_scheduler's kwargs (the learning-rate schedule)
     epochs: PositiveInt
-    batch_size: PositiveInt  # global, split over the workers
+    batch_size: PositiveInt  # per device
+    sync_batchnorm: bool
     eval_batch_size: PositiveInt
-    amp: bool
+    amp: bool  # with use_gpu: the precision trained in (AMP runs on CUDA only)
     compile: bool
+    deterministic: bool
     seed: NonNegativeInt
+    use_gpu: bool  # other kernels: a CPU run's checkpoint is not resumed on GPUs
     num_workers: PositiveInt
     loader_workers: NonNegativeInt
     input_shape: tuple[PositiveInt, PositiveInt, PositiveInt]  # (C, H, W)

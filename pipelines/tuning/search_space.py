@@ -62,6 +62,14 @@ def param_space(space: SpaceParams, search_alg: str) -> dict[str, Any]:
     }
 
 
+def trial_count(space: SpaceParams, search_alg: str, num_samples: int) -> int:
+    """How many trials Tune runs: ``num_samples`` of every grid point (grid: every candidate is one)."""
+    count = num_samples * (len(space.weighting) if search_alg == "grid" else 1)
+    for dim in space.optimizer.values():
+        count *= len(dim.grid) if isinstance(dim, Grid) else 1
+    return count
+
+
 def trial_overrides(space: SpaceParams, config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A sampled trial config as ``train`` overrides: ``{"weighting": {...}, "optimizer": {...}}``."""
     chosen = config["weighting"]
