@@ -66,6 +66,14 @@ mutation: $(STAMP)
 	nice $(BIN)/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
 	$(BIN)/mutmut results
 
+# One prepared GPU check (bench/gpu_check.py): the GPU rows of bench/RESULTS.md (train step and inference with AMP,
+# ResANN-56/110 images/s, reader vs training), the train stage on digits through a worker fault and its resume,
+# and the serving bench, as one table, in under 8 minutes on one GPU. DEVICE=cpu runs it at tiny sizes.
+.PHONY: gpu-check
+DEVICE ?= cuda
+gpu-check: $(STAMP)
+	DEVICE=$(DEVICE) $(BIN)/python -m bench.gpu_check
+
 # A multi-node Ray cluster on this machine, all on 127.0.0.1 (head + 2 workers; docs/cluster.md, "On one
 # machine"). Prints the address and token as JSON; Ctrl-C stops it and only it.
 .PHONY: cluster

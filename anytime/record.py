@@ -20,7 +20,8 @@ import numpy as np
 import pydantic
 import torch
 
-from anytime.data.transforms import normalise
+from anytime.data.transforms import normalise_batch
+from anytime.integrity import load_array, load_weights
 from anytime.models import AnytimeNet, create_model
 
 FORMAT_VERSION: int = 1
@@ -95,15 +96,15 @@ class RunRecord(pydantic.BaseModel, frozen=True, extra="forbid"):
         return self
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[N, C, H, W]`` -> float32 ``(x / 255 - mean) / std``, exactly as training saw it (the shard
-        reader's own function), on the images' device."""
+        """uint8 ``[N, C, H, W]`` -> float32 ``(x / 255 - mean) / std``, exactly as training saw it (the
+        training loader's own function, ``anytime.data.transforms.normalise_batch``), on the images' device.
+        """
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != self.dataset.input_shape:
             raise ValueError(
                 f"images of dtype {images.dtype} and shape {list(images.shape)} are invalid: expected uint8 "
                 f"[N, {', '.join(map(str, self.dataset.input_shape))}]"
             )
-        normalised = normalise(images.cpu().numpy(), self.dataset.mean, self.dataset.std)
-        return torch.from_numpy(normalised).to(images.device)
+        return normalise_batch(images, self.dataset.mean, self.dataset.std)
 
 
 def read_record(directory: str | Path) -> RunRecord:
@@ -166,19 +167,16 @@ def save_predictions(directory: str | Path, split: str, probs: np.ndarray, label
 
 
 def load_predictions(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The saved softmax outputs and labels of ``split`` (no pickles)."""
+    """The saved softmax outputs and labels of ``split`` (no pickles; a damaged file: one line naming it)."""
     directory = Path(directory)
-    return (
-        np.load(directory / probs_file(split), allow_pickle=False),
-        np.load(directory / labels_file(split), allow_pickle=False),
-    )
+    return load_array(directory / probs_file(split)), load_array(directory / labels_file(split))
 
 
 def load_network(directory: str | Path) -> AnytimeNet:
     """The trained network of a run directory: built from its record, ``model.pt``'s weights, eval mode."""
     record = read_record(directory)
     path = Path(directory) / MODEL_FILE
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_weights(path)
     model = create_model(**record.model)
     model.load_state_dict(saved["state_dict"])
     return model.eval()

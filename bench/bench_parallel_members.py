@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import ray
+import torch
 
 from bench.synthetic import synthetic_shards
 from bench.timing import Bench, add_compile_flag, bench_parser, ratio_line, setup
@@ -67,7 +68,10 @@ def parse_args() -> tuple[argparse.Namespace, Bench]:
     )
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument(
-        "--gpus-per-worker", type=float, help="with --device cuda; default 1/members, so all share one GPU"
+        "--gpus-per-worker",
+        type=float,
+        default=1.0,
+        help="with --device cuda: GPUs per member (the local cluster registers every GPU torch sees)",
     )
     parser.add_argument(
         "--warmup",
@@ -81,12 +85,14 @@ def parse_args() -> tuple[argparse.Namespace, Bench]:
     for flag in ("members", "n0", "epochs", "samples", "batch", "num_cpus"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.gpus_per_worker <= 0:
+        parser.error(f"--gpus-per-worker must be > 0, got {args.gpus_per_worker}")
     return args, bench
 
 
 def member_params(args: argparse.Namespace, use_gpu: bool) -> TrainParams:
     """The train section of the benchmarked EANN, as the train stage would read it from params.yaml."""
-    gpus = (args.gpus_per_worker or 1.0 / args.members) if use_gpu else None
+    gpus = args.gpus_per_worker if use_gpu else None
     return TrainParams(
         eann=EannParams(members=args.members, n0=args.n0),
         epochs=args.epochs,
@@ -108,7 +114,7 @@ def cluster(args: argparse.Namespace, use_gpu: bool) -> Iterator[None]:
     else:
         start_loopback_cluster(
             num_cpus=args.num_cpus,
-            num_gpus=1 if use_gpu else 0,
+            num_gpus=torch.cuda.device_count() if use_gpu else 0,  # every GPU torch sees
             include_dashboard=False,
             log_to_driver=False,
             _temp_dir=ray_tmp,
@@ -182,7 +188,8 @@ def main() -> None:
             print(
                 f"# members {members}; {args.epochs} epoch(s) of {args.samples} {args.image_size}x"
                 f"{args.image_size}x3 images, batch {args.batch}; ray num_cpus={args.num_cpus}, "
-                f"{args.cpus_per_worker} CPU per member, compile={args.compile}"
+                f"{args.cpus_per_worker} CPU and {params.scaling.gpus_per_worker or 0} GPU per member, "
+                f"compile={args.compile}"
             )
             if args.warmup:
                 start = time.perf_counter()

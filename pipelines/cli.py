@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
+
+# The machine, not the code: no permission, read-only or full filesystem, over quota.
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 class UserError(Exception):
@@ -33,8 +37,9 @@ def stage_parser(module: str, doc: str | None) -> StageParser:
 def run(main: Callable[[], None]) -> None:
     """Run a stage's ``main``; turn bad input into ``error: ...`` on one line and exit 2.
 
-    Bad input is :class:`UserError`, ``ValueError`` (``DataError``, ``ParamsError``), a missing file and a
-    connection that failed; other exceptions are bugs and keep their traceback.
+    Bad input is :class:`UserError`, ``ValueError`` (``DataError``, ``ParamsError``, a corrupt file), a
+    missing file and a connection that failed; a file the stage may not write (read-only, full disk) is one
+    line naming it, exit 1. Other exceptions are bugs and keep their traceback.
     """
     try:
         main()
@@ -42,6 +47,12 @@ def run(main: Callable[[], None]) -> None:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = exc.filename if exc.filename is not None else "a file"
+        print(f"error: {where}: {exc.strerror}", file=sys.stderr)
+        sys.exit(1)
 
 
 def run_command(main: Callable[[Sequence[str]], None]) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from anytime.integrity import CorruptFileError
 from pipelines.io import atomic_path, write_json
 from pipelines.paths import LIVE_DIR
 
@@ -41,16 +42,32 @@ class StageLive:
     def __init__(self, directory: Path = LIVE_DIR) -> None:
         self.history_dir = Path(directory) / "history"
         self.metrics_path = Path(directory) / "metrics.json"
-        self.summary: dict[str, dict[str, float]] = (
-            json.loads(self.metrics_path.read_text()) if self.metrics_path.exists() else {}
-        )
+        self.summary: dict[str, dict[str, float]] = {}
+        if self.metrics_path.exists():
+            try:
+                self.summary = dict(json.loads(self.metrics_path.read_text()))
+            except (ValueError, TypeError) as exc:
+                raise CorruptFileError(
+                    f"{self.metrics_path}: not a run summary ({' '.join(str(exc).split())[:80]}): "
+                    "move it away to start it afresh"
+                ) from None
 
     def history(self, run: str) -> pd.DataFrame:
         """The run's rows in file order (empty when it has none)."""
         path = self.history_dir / f"{run}.tsv"
         if not path.exists():
             return pd.DataFrame(columns=list(COLUMNS))
-        return pd.read_csv(path, sep="\t", dtype={"fingerprint": str})
+        try:
+            frame = pd.read_csv(path, sep="\t", dtype={"fingerprint": str})
+            if tuple(frame.columns) != COLUMNS:
+                raise ValueError(f"columns {', '.join(map(str, frame.columns))[:80]}")
+            frame[["epoch", "head"]].astype(int)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise CorruptFileError(
+                f"{path}: not a history table ({' '.join(str(exc).split())[:80]}): move it away to start "
+                f"{run}'s history afresh"
+            ) from None
+        return frame
 
     def epochs_logged(self, run: str) -> list[int]:
         """Epochs of the run's head-0 rows in file order (tests check that none repeats)."""

@@ -20,6 +20,7 @@ TUNE_DIR = Path("outputs/tune")  # tune: trials, history, figure, best.json, bes
 TUNE_BEST_PARAMS = TUNE_DIR / "best_params.yaml"
 ASSEMBLE_DIR = Path("outputs/assemble")  # assemble: assembly.json (the typed contract report reads)
 ASSEMBLY_FILE = ASSEMBLE_DIR / "assembly.json"
+WORKSPACE_LOCK = Path("outputs/.lock")  # held by a stage while it writes (pipelines.workspace)
 REPORT_DIR = Path("outputs/report")  # report: report.md, metrics.json, plots/, figures/
 LOGS_DIR = Path("outputs/logs")  # the Ray stages' logs (pipelines/console.py): tracked by neither Git nor DVC
 

@@ -34,6 +34,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipelines import console
 from pipelines.cli import UserError
+from pipelines.cluster_tmp import enter_private_tmp, leave_private_tmp
 
 # ray._private, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: no public API
 # makes a local cluster listen on 127.0.0.1 only (ray_constants.ENABLE_RAY_CLUSTER, see _stay_on_loopback) or
@@ -89,8 +90,10 @@ def _stay_on_loopback() -> None:
 
 
 def start_loopback_cluster(**init_kwargs) -> None:
-    """``ray.init(address="local")`` whose processes listen on 127.0.0.1 only."""
+    """``ray.init(address="local")`` whose processes listen on 127.0.0.1 only, in a temporary folder of
+    their own (:mod:`pipelines.cluster_tmp`)."""
     _stay_on_loopback()
+    enter_private_tmp()
     ray.init(address="local", **init_kwargs)
 
 
@@ -207,6 +210,7 @@ def _shutdown() -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     psutil.wait_procs(hanging, timeout=SHUTDOWN_GRACE_S)
+    leave_private_tmp()
 
 
 def interrupted(hint: str) -> NoReturn:
@@ -302,6 +306,8 @@ def worker_resources(scaling: ScalingParams) -> dict[str, float]:
     resources: dict[str, float] = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker or 1.0
+    if scaling.memory_per_worker_mb is not None:
+        resources["memory"] = float(scaling.memory_per_worker_mb << 20)
     return resources
 
 

@@ -28,6 +28,8 @@ from ray.util.queue import Empty, Queue
 from tqdm.auto import tqdm
 
 from anytime.data import load_manifest
+from anytime.data.verify import verify_shards
+from anytime.integrity import verify_checksums, write_checksums
 from anytime.metrics import anytime_auc, head_errors, milestone_heads, reported_topk
 from anytime.record import (
     ARRAY_FILES,
@@ -41,7 +43,7 @@ from anytime.record import (
 )
 from anytime.weighting import eann_first_head
 from pipelines import cli, console
-from pipelines.config import load_params
+from pipelines.config import Params, load_params
 from pipelines.config.train import TrainParams
 from pipelines.io import atomic_path
 from pipelines.live import StageLive
@@ -55,8 +57,10 @@ from pipelines.ray_cluster import (
     stage_session,
     storage_uri,
 )
+from pipelines.training.checkpoints import vet_checkpoints
 from pipelines.training.run_plan import PlannedRun, plan_runs, resolve_shards
 from pipelines.training.train_worker import FINAL_DIR, FINAL_SUMMARY, build_trainer
+from pipelines.workspace import workspace_lock
 
 RESUME_HINT = "re-run to resume every unfinished run from its last epoch"
 
@@ -93,12 +97,14 @@ def write_outputs(run: PlannedRun, checkpoint_dir: Path, dataset: DatasetInfo) -
     final = checkpoint_dir / FINAL_DIR
     if not final.is_dir():
         raise RuntimeError(f"run {run.name}: the last checkpoint has no final outputs ({checkpoint_dir})")
+    verify_checksums(checkpoint_dir)
     record = run_record(run, final, dataset)
     with atomic_path(run.out_dir) as tmp:
         tmp.mkdir()
         for name in (MODEL_FILE, *ARRAY_FILES):
             shutil.copy2(final / name, tmp / name)
         write_record(tmp, record)
+        write_checksums(tmp)
     return record
 
 
@@ -135,8 +141,10 @@ class ConcurrentTraining:
     """Fits runs side by side, each ``TorchTrainer.fit()`` in its own driver thread; the main thread logs
     their reports as they come and writes each run's outputs as it ends."""
 
-    def __init__(self, params: TrainParams, live: StageLive, dataset: DatasetInfo) -> None:
-        self.params, self.live, self.dataset = params, live, dataset
+    def __init__(
+        self, params: TrainParams, live: StageLive, dataset: DatasetInfo, *, fresh: bool = False
+    ) -> None:
+        self.params, self.live, self.dataset, self.fresh = params, live, dataset, fresh
         self.storage = storage_uri(params.storage_path)
         self.reports: Queue = driver_queue()
         self.fingerprints: dict[str, str] = {}
@@ -145,9 +153,15 @@ class ConcurrentTraining:
         self.done = 0
 
     def fit(self, run: PlannedRun) -> Result:
-        """One run to its end (in a driver thread); its Ray name resumes its last checkpoint, if any."""
+        """One run to its end (in a driver thread): from scratch when ``fresh`` (``--force``), else from its
+        Ray name's last checkpoint, or from the last intact one when that is damaged."""
+        if self.fresh:
+            delete_run_storage(self.storage, run)
+            resume_from = None
+        else:
+            resume_from = vet_checkpoints(self.storage, run.ray_name, run.name)
         trainer = build_trainer(
-            run.config.model_copy(update={"final_outputs": True}),
+            run.config.model_copy(update={"final_outputs": True, "resume_from": resume_from}),
             name=run.ray_name,
             storage_path=self.storage,
             scaling=scaling_config(run.scaling),
@@ -238,9 +252,36 @@ def parse_args(argv: Sequence[str] = ()) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def to_train(runs: list[PlannedRun], args: argparse.Namespace) -> list[PlannedRun]:
+    """The runs this invocation trains: asked for, and forced or not current. A run of the current
+    fingerprint whose outputs are damaged is named in one line and trained again."""
+    todo = []
+    for run in runs:
+        if args.only and run.name not in args.only:
+            continue
+        if not args.force and run.fingerprint_matches():
+            if (damage := run.damage()) is None:
+                continue
+            print(f"train: {damage}: training {run.name} again", flush=True)
+        todo.append(run)
+    return todo
+
+
+def tidy(runs: list[PlannedRun], live: StageLive, args: argparse.Namespace) -> None:
+    """Forget runs no longer planned; only once the new work is known to be able to start."""
+    if not args.only:
+        prune_stale(runs)
+        live.keep_only({run.name: run.fingerprint for run in runs})
+
+
 def main(argv: Sequence[str] = ()) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
+    with workspace_lock("train"):
+        train(params, args)
+
+
+def train(params: Params, args: argparse.Namespace) -> None:
     shards = resolve_shards(params.train, params.data.dataset)
     manifest = load_manifest(shards, endpoint_url=params.data.endpoint_url)
     runs = plan_runs(params.train, manifest, shards=shards, endpoint_url=params.data.endpoint_url)
@@ -250,20 +291,18 @@ def main(argv: Sequence[str] = ()) -> None:
             raise cli.UserError(
                 f"--only: unknown run(s) {', '.join(unknown)}; planned: {', '.join(r.name for r in runs)}"
             )
-    else:
-        prune_stale(runs)
     for root in (MEMBERS_DIR, OPT_DIR):  # DVC outputs, even when no baseline is asked for
         root.mkdir(parents=True, exist_ok=True)
-    todo = [r for r in runs if (not args.only or r.name in args.only) and (args.force or not r.is_current())]
+    todo = to_train(runs, args)
     live = StageLive()
-    if not args.only:
-        live.keep_only({run.name: run.fingerprint for run in runs})
     print(
         f"train: {len(runs)} runs planned, {len(runs) - len(todo)} up to date, {len(todo)} to train",
         flush=True,
     )
     if not todo:
+        tidy(runs, live, args)
         return
+    verify_shards(shards, manifest, endpoint_url=params.data.endpoint_url)
     with console.stage_console("train", verbose=args.verbose):
         with stage_session(
             "train",
@@ -272,8 +311,12 @@ def main(argv: Sequence[str] = ()) -> None:
             shared_paths={"train.shards": shards, "train.storage_path": params.train.storage_path},
             resume_hint=RESUME_HINT,
         ):
+            tidy(runs, live, args)
             started = time.monotonic()
-            failed = ConcurrentTraining(params.train, live, DatasetInfo.from_manifest(manifest)).run(todo)
+            training = ConcurrentTraining(
+                params.train, live, DatasetInfo.from_manifest(manifest), fresh=args.force
+            )
+            failed = training.run(todo)
         console.say(
             f"train: {len(todo) - len(failed)} of {len(todo)} runs done in {time.monotonic() - started:.0f}s"
         )

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from anytime.eann import MemberCurve, OptBaseline
+from anytime.integrity import CorruptFileError, load_array, verify_checksums
 from anytime.record import labels_file
 from pipelines.cli import UserError
 from pipelines.paths import OPT_RUN_NAME
 
 
 def run_dirs(root: Path) -> list[Path]:
-    """Every run directory under ``root`` (none if ``root`` does not exist); hidden ones are scratch space."""
+    """Every run directory under ``root`` (none if ``root`` does not exist; hidden ones are scratch space),
+    each checked against the checksums the train stage wrote with it."""
     if not root.is_dir():
         return []
-    return [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    directories = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    for directory in directories:
+        try:
+            verify_checksums(directory)
+        except CorruptFileError as exc:
+            raise UserError(f"{exc}: re-run the train stage, which trains {directory.name} again") from None
+    return directories
 
 
 def opt_baselines(opts: list[MemberCurve], root: Path) -> list[OptBaseline]:
@@ -39,7 +45,7 @@ def shared_test_size(directories: list[Path]) -> int:
     sizes = {}
     for d in directories:
         try:
-            sizes[d] = int(np.load(d / labels_file("test"), mmap_mode="r").shape[0])
+            sizes[d] = int(load_array(d / labels_file("test"), mmap_mode="r").shape[0])
         except FileNotFoundError:
             raise UserError(f"{d / labels_file('test')}: missing (run the train stage first)") from None
     if len(set(sizes.values())) != 1:

@@ -39,10 +39,11 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
+from anytime.budget import meta_model
 from anytime.data import load_manifest
+from anytime.data.verify import verify_shards
 from anytime.flops import head_costs
 from anytime.metrics import milestone_heads
-from anytime.models import create_model
 from anytime.weighting import eann_first_head
 from pipelines import cli, console
 from pipelines.config import Params, TrainParams, load_params
@@ -51,11 +52,12 @@ from pipelines.config.tune import TuneParams
 from pipelines.io import atomic_path, write_json
 from pipelines.paths import TUNE_BEST_PARAMS, TUNE_DIR
 from pipelines.ray_cluster import NodeLog, stage_session, storage_uri
-from pipelines.training.run_plan import code_digest, fingerprint, resolve_shards, run_config
+from pipelines.training.run_plan import code_digest, fingerprint, require_fits, resolve_shards, run_config
 from pipelines.training.worker_config import WorkerConfig
 from pipelines.tuning.halving import SynchronousHalving, rungs, verdicts
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_count, trial_overrides
-from pipelines.tuning.trial import Objective, TrialPlan, run_trial
+from pipelines.tuning.trial import EARLIER, HISTORY_COLUMNS, Objective, TrialPlan, run_trial
+from pipelines.workspace import workspace_lock
 
 # ray._common, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: the resource only
 # the head node has, which no public API names; trial drivers must run there (docs/cluster.md).
@@ -66,7 +68,7 @@ NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "dr
 
 def member_objective(tp: TuneParams, entry: MemberParams, member: WorkerConfig) -> Objective:
     """The objective over the heads the member is trained for (EANN weights: half on, METHOD.md §6)."""
-    costs = head_costs(create_model(**member.model), member.input_shape)
+    costs = head_costs(meta_model(member.model), member.input_shape)
     head = milestone_heads(costs)[MILESTONE_KEYS[tp.milestone]]
     first = eann_first_head(len(costs)) if entry.eann_weights else 0
     if tp.objective == "val_top1":
@@ -103,6 +105,7 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
     shards = resolve_shards(params.train, params.data.dataset)
     manifest = load_manifest(shards, endpoint_url=params.data.endpoint_url)
     base = run_config(train, entry, manifest, shards=shards, endpoint_url=params.data.endpoint_url)
+    require_fits(base, train.scaling, "tune")
     objective = member_objective(tp, entry, base)
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
     # Every trial replaces the weighting and the optimiser settings in the space: applying the winner to
@@ -258,16 +261,25 @@ def make_tuner(params: Params, plan: TrialPlan, experiment: str) -> tune.Tuner:
     )
 
 
+def trial_history(frame: pd.DataFrame) -> pd.DataFrame:
+    """A trial's epochs (:data:`HISTORY_COLUMNS`), one row each: its reports, and the epochs before a restore
+    that the first report after it carries (:data:`EARLIER`); a re-reported epoch keeps its latest report."""
+    earlier = [
+        row for text in frame.get(EARLIER, pd.Series(dtype=object)).dropna() for row in json.loads(text)
+    ]
+    steps = pd.DataFrame(
+        [*earlier, *frame[list(HISTORY_COLUMNS)].to_dict("records")], columns=list(HISTORY_COLUMNS)
+    )
+    return steps.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
 def epoch_frames(results: tune.ResultGrid) -> dict[str, pd.DataFrame | None]:
-    """Each trial's reported epochs, one row each (a restored trial re-reports from its last checkpoint: each
-    epoch's latest report counts); None for a trial that never reported."""
+    """Each trial's epochs, one row each (:func:`trial_history`); None for a trial that never reported."""
     frames: dict[str, pd.DataFrame | None] = {}
     for result in results:
         frame = result.metrics_dataframe
         reported = frame is not None and not frame.empty and "objective" in frame
-        frames[Path(result.path).name] = (
-            frame.drop_duplicates("epoch", keep="last").sort_values("epoch") if reported else None
-        )
+        frames[Path(result.path).name] = trial_history(frame) if reported else None
     return frames
 
 
@@ -452,7 +464,13 @@ def main(argv: Sequence[str] = ()) -> None:
         print_overrides(Path(args.print_overrides))
         return
     params = load_params(args.params)
+    with workspace_lock("tune"):
+        tune_stage(params, args)
+
+
+def tune_stage(params: Params, args: argparse.Namespace) -> None:
     plan, experiment = plan_search(params)
+    verify_shards(plan.shards, plan.manifest, endpoint_url=plan.endpoint_url)
     # Ctrl-C must end the stage, not make Tune return early with partial results that DVC would record as
     # done; Tune keeps its experiment state on disk as it goes, so a re-run restores it.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"

@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 
 from anytime.eann import MemberCurve, OptBaseline, assemble, eann_curve, inflation
+from anytime.integrity import write_checksums
 from pipelines.cli import UserError
 from pipelines.paths import OPT_DIR, opt_run_name
 from pipelines.report import markdown, read_assembly
@@ -33,6 +34,7 @@ def write_run(root: Path, name: str, flops, val, test, *, test_size: int, eann: 
     """One run directory as the train stage writes it (``anytime.record``), minus the model and probs."""
     write_run_record(root / name, make_record(name, flops, val, test, eann=eann))
     np.save(root / name / "labels_test.npy", np.zeros(test_size, dtype=np.int64))
+    write_checksums(root / name)
 
 
 def synthetic_outputs(root: Path, members: int = 3) -> list[MemberCurve]:

@@ -73,8 +73,12 @@ def changed(section: str, **values: Any) -> dict[str, Any]:
             "train.model.period = 4 for member m0: must be in 1..3 (its units)",
         ),
         (
-            changed("train", eann={"members": 300}),
+            changed("train", eann={"members": 12}),
             "train: member m11 would have 6144 heads (n = 2048, period 1): at most 4096",
+        ),
+        (
+            changed("train", eann={"members": 300}),
+            "train.eann.members = 300: Input should be less than or equal to 64",
         ),
         (
             changed("train", model={"name": "resann", "period": 3}, weighting={"strategy": "rwm"}),

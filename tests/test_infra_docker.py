@@ -55,6 +55,23 @@ def test_torch_is_pinned_by_constraints_and_comes_from_a_cuda_index(instructions
     assert cuda_tag.group(1) == base.group(1) + base.group(2), "torch CUDA build and base image disagree"
 
 
+def _apt_installs(instructions) -> set[str]:
+    runs = " ".join(c.value[0] for c in instructions if c.cmd == "RUN")
+    packages: set[str] = set()
+    for install in re.findall(r"apt-get install ([^&]*)", runs):
+        packages |= {word.strip('"') for word in install.split() if not word.startswith("-")}
+    return packages
+
+
+def test_the_image_can_compile_for_torch_compile(instructions, build_args):
+    """train.compile: Triton builds a C launcher against Python.h, Inductor's CPU kernels need a C++ compiler;
+    the CUDA runtime base has neither, so the image installs them (or starts from a -devel- base)."""
+    packages = _apt_installs(instructions)
+    assert {"gcc", "g++", "libc6-dev"} <= packages or "-devel-" in build_args["CUDA_IMAGE"], packages
+    assert "python${PYTHON_VERSION}-dev" in packages, "no Python headers for the image's Python"
+    assert "python${PYTHON_VERSION}" in packages  # the headers are those of the Python the venv runs
+
+
 def test_python_and_pip_match_the_project(build_args):
     requires = SpecifierSet(
         tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]

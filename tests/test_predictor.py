@@ -1,6 +1,5 @@
 """Real anytime inference: budgets and deadlines stop the computation; early exit shrinks the batch."""
 
-import pickle
 import threading
 import time
 from fractions import Fraction
@@ -13,6 +12,7 @@ from sklearn.datasets import load_digits
 from anytime.eann.early_exit import average_cost, calibrate_threshold, classify_with_exits, running_costs
 from anytime.eann.predictor import AnytimePredictor
 from anytime.flops import head_costs
+from anytime.integrity import CorruptFileError
 from anytime.models import create_model
 from anytime.record import DatasetInfo, load_network, save_network
 from tests.fixtures.records import make_record, write_run_record
@@ -179,7 +179,7 @@ def test_loading_a_member_refuses_anything_but_plain_weights(tmp_path):
     checkpoint = {"config": model.config, "state_dict": model.state_dict()}
     save_member(tmp_path, model)
     torch.save({**checkpoint, "note": Fraction(1, 2)}, tmp_path / "model.pt")  # unpickling runs its class
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(CorruptFileError, match=r"model\.pt: holds objects beyond tensors and plain data"):
         load_network(tmp_path)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from anytime.data.transforms import augment_images, normalise
+from anytime.data.transforms import BatchTransform
 from anytime.models import create_model
 from anytime.record import (
     FORMAT_VERSION,
@@ -49,13 +49,13 @@ def test_the_dataset_facts_come_from_the_shard_manifest():
     )
 
 
-def test_normalise_is_what_the_shard_reader_feeds_training():
+def test_normalise_is_what_the_shard_loader_feeds_training():
     record = make_record("m0", [1.0], [0.5], [0.5], dataset=DatasetInfo.from_manifest(MANIFEST))
     hwc = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8, 1), dtype=np.uint8)
-    reader = normalise(augment_images(hwc, None, np.random.default_rng(0)), MANIFEST["mean"], MANIFEST["std"])
+    loader = BatchTransform.for_manifest(MANIFEST)(torch.from_numpy(hwc))  # uint8 [N, H, W, C], as yielded
     chw = torch.from_numpy(np.ascontiguousarray(hwc.transpose(0, 3, 1, 2)))
     ours = record.normalise(chw)
-    assert ours.dtype == torch.float32 and torch.equal(ours, torch.from_numpy(reader))
+    assert ours.dtype == torch.float32 and torch.equal(ours, loader)
     with pytest.raises(ValueError, match=r"expected uint8 \[N, 1, 8, 8\]"):
         record.normalise(chw.float())
     with pytest.raises(ValueError, match=r"shape \[5, 1, 8, 7\]"):

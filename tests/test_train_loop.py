@@ -704,7 +704,9 @@ def _ddp_worker(rank: int, world_size: int, store: str, out_dir: str, shards: st
                 for step, out in enumerate(outputs)
             ]
         )
-        partition = [label for _, label in ShardDataset(shards, "test")]
+        partition = [
+            label for _, labels in ShardDataset(shards, "test", batch_size=8) for label in labels.tolist()
+        ]
         extra = {"result": result, "local_losses": local_losses, "partition": partition}
         save_checkpoint(f"{out_dir}/rank{rank}.pt", model=ddp, strategy=strategy, epoch=0, extra=extra)
     finally:

@@ -60,8 +60,9 @@ def test_local_mode_member_reports_every_epoch_and_leaves_its_outputs(digits_sha
         written = write_outputs(run, Path(directory), DatasetInfo.from_manifest(manifest))
     out = tmp_path / MEMBERS_DIR / "m0"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["record.json", "model.pt", "probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy"]
-    )
+        ["checksums.json", "record.json", "model.pt", "probs_val.npy", "probs_test.npy", "labels_val.npy",
+         "labels_test.npy"]
+    )  # fmt: skip
     record = read_record(out)
     assert record == written and record.fingerprint == "f" * 64 and record.name == "m0"
     assert record.val_error == pytest.approx(heads)  # driver-side errors agree with the worker's report

@@ -43,7 +43,23 @@ def error_for(raw: dict) -> str:
 def test_project_params_validate_with_generated_members():
     params = load_params(ROOT / "params.yaml").train
     assert params.eann is not None and params.members is None
-    assert params.epochs >= 1 and params.scaling.cpus_per_worker < 1  # members must fit side by side
+    assert params.epochs >= 1 and params.scaling.cpus_per_worker == 0.25  # members must fit side by side
+    assert params.scaling.loader_workers == 0
+
+
+@pytest.mark.parametrize(
+    ("scaling", "loaders", "cpus"),
+    [
+        ({}, 0, 0.25),  # CPU: a quarter core per member, no loader processes beside the training one
+        ({"use_gpu": True}, 2, 3.0),  # GPU: a core to launch kernels, two loader processes reading ahead
+        ({"loader_workers": 3}, 3, 3.25),  # each loader process is a whole CPU
+        ({"use_gpu": True, "loader_workers": 0}, 0, 1.0),
+        ({"use_gpu": True, "cpus_per_worker": 8}, 2, 8.0),  # an explicit value wins
+    ],
+)
+def test_cpus_per_worker_follow_the_loader_workers(scaling, loaders, cpus):
+    params = TrainParams(scaling=scaling).scaling
+    assert (params.loader_workers, params.cpus_per_worker) == (loaders, cpus)
 
 
 @pytest.mark.parametrize(

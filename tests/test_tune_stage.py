@@ -114,6 +114,9 @@ def test_killed_search_resumes_and_picks_the_trial_that_learns(ray_head, tmp_pat
     assert good["epochs"] == 2 and best["best_objective"] == pytest.approx(good["objective"])
     assert good["objective"] < dead["objective"] - 0.05  # the search really tells them apart
     assert best["objective"] == "val_auc" and "test" not in " ".join(trials.columns)
+    for trial in trials.itertuples():  # every epoch once, those before the restore too
+        epochs = history.loc[history["trial_id"] == trial.trial_id, "epoch"]
+        assert sorted(epochs) == list(range(trial.epochs))
 
     params = yaml.safe_load((out / "best_params.yaml").read_text())
     assert params["train.optimizer.lr"] == GOOD_LR and params["train.weighting.strategy"] == "sieve"

@@ -1,22 +1,27 @@
-"""Turning shard cells into normalised float tensors, with per-dataset augmentation.
+"""Turning shard cells into images, and batches of images into normalised, augmented float tensors.
 
-Work is done on whole chunks of rows at once (one numpy op for every crop, flip and normalisation),
-which is what keeps the shard reader close to in-memory speed. The same function serves the torch
-reader and the Ray Data path.
+Two halves: decoding (shard cells -> uint8 ``[N, H, W, C]``, in the reader's processes; encoded images
+are resized and, in training, random-resized-cropped here) and :class:`BatchTransform` (pad-crop, flip
+and normalisation of whole uint8 batches as tensor ops, on the device that trains on them). The same
+transform serves the torch reader (:class:`anytime.data.ShardLoader`) and the Ray Data path.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from numpy.lib.stride_tricks import sliding_window_view
+import torch
 from PIL import Image, UnidentifiedImageError
+from torch import Tensor
 
 from anytime.data.errors import DataError
 
@@ -90,6 +95,21 @@ def _resized_crop_box(width: int, height: int, rng: np.random.Generator) -> tupl
     return x, y, x + side, y + side
 
 
+@contextmanager
+def _decoding() -> Iterator[None]:
+    """PIL's many error types for undecodable, truncated or over-large images as one-line DataErrors."""
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"refusing a decompression bomb ({str(exc).split(',')[0]})") from None
+    except UnidentifiedImageError:
+        raise DataError("not a JPEG or PNG image") from None
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises several types for undecodable bytes
+        raise DataError(f"cannot decode image ({exc})") from None
+
+
 def open_image(data: bytes, *, reduced: bool = False) -> Image.Image:
     """Fully decode a JPEG/PNG to RGB; undecodable, truncated or over-large images raise DataError.
 
@@ -97,31 +117,40 @@ def open_image(data: bytes, *, reduced: bool = False) -> Image.Image:
     memory is allocated. ``reduced`` decodes a JPEG at 1/8 scale (every block is still read, so damage
     is still found) for checks that do not need the pixels.
     """
-    try:
+    with _decoding():
         image = Image.open(io.BytesIO(data))
         if reduced:
             image.draft("RGB", (1, 1))
         return image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"refusing a decompression bomb ({str(exc).split(',')[0]})") from None
-    except UnidentifiedImageError:
-        raise DataError("not a JPEG or PNG image") from None
-    except Exception as exc:  # PIL raises several types for undecodable bytes
-        raise DataError(f"cannot decode image ({exc})") from None
+
+
+def _centre_box(width: int, height: int, size: int) -> tuple[float, float, float, float]:
+    """The evaluation crop in source pixels: the centre square that the usual "resize the short side to
+    ``size / 0.875``, centre-crop ``size``" keeps."""
+    side = 0.875 * min(width, height)
+    x, y = (width - side) / 2, (height - side) / 2
+    return x, y, x + side, y + side
 
 
 def decode_encoded(data: bytes, size: int, rng: np.random.Generator | None) -> np.ndarray:
     """Decode a JPEG/PNG to uint8 ``[size, size, 3]``: random-resized crop when ``rng`` is given, else
-    resize the short side to ``size / 0.875`` and centre-crop (the usual evaluation transform)."""
-    image = open_image(data)
-    if rng is not None:
-        box = _resized_crop_box(*image.size, rng)
-        return np.asarray(image.resize((size, size), Image.BILINEAR, box=box))
-    scale = size / 0.875 / min(image.size)
-    w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-    image = image.resize((w, h), Image.BILINEAR)
-    x, y = (w - size) // 2, (h - size) // 2
-    return np.asarray(image.crop((x, y, x + size, y + size)))
+    resize the short side to ``size / 0.875`` and centre-crop (the usual evaluation transform).
+
+    The crop box is chosen from the header's size; a JPEG is then decoded at the smallest DCT scale
+    (1/2, 1/4 or 1/8: libjpeg skips the pixel work) that still leaves the box at least ``size`` pixels
+    on each side, so a large photo cropped to a small input costs a fraction of a full decode.
+    """
+    with _decoding():
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        box = _resized_crop_box(width, height, rng) if rng is not None else _centre_box(width, height, size)
+        x0, y0, x1, y1 = box
+        image.draft("RGB", (math.ceil(size * width / (x1 - x0)), math.ceil(size * height / (y1 - y0))))
+        sx, sy = image.width / width, image.height / height
+        image = image.convert("RGB")
+        return np.asarray(
+            image.resize((size, size), Image.BILINEAR, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+        )
 
 
 def decode_images(
@@ -138,27 +167,69 @@ def decode_images(
     return np.stack([decode_encoded(v, manifest["image_shape"][0], crop_rng) for v in values])
 
 
-def augment_images(images: np.ndarray, augment: Augment | None, rng: np.random.Generator) -> np.ndarray:
-    """Random pad-crop and flip of uint8 ``[N, H, W, C]``, returned channels-first ``[N, C, H, W]``."""
-    n, h, w, _ = images.shape
-    if augment is None or augment.crop_padding == 0:
-        out = images.transpose(0, 3, 1, 2)
-    else:
+def augment_batch(images: Tensor, augment: Augment | None, generator: torch.Generator | None) -> Tensor:
+    """Random zero-pad + crop and horizontal flip of uint8 ``[N, H, W, C]`` on its own device, returned as
+    a channels-first view ``[N, C, H, W]`` (channels-last in memory).
+
+    Each image gets its own crop offsets and flip, drawn from ``generator`` (on the images' device).
+    """
+    n, h, w, c = images.shape
+    device = images.device
+    if augment is not None and augment.crop_padding:
         p = augment.crop_padding
-        padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
-        windows = sliding_window_view(padded, (h, w), axis=(1, 2))  # [N, 2p+1, 2p+1, C, H, W]
-        out = windows[np.arange(n), rng.integers(0, 2 * p + 1, n), rng.integers(0, 2 * p + 1, n)]
+        hp, wp = h + 2 * p, w + 2 * p
+        padded = images.new_zeros(n, hp, wp, c)
+        padded[:, p : p + h, p : p + w] = images
+        # every window of every image as a view [N, dy, dx, H, W, C]; one indexing op picks each image's own
+        windows = padded.as_strided(
+            (n, 2 * p + 1, 2 * p + 1, h, w, c), (hp * wp * c, wp * c, c, wp * c, c, 1)
+        )
+        dy, dx = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=device)
+        images = windows[torch.arange(n, device=device), dy, dx]
     if augment is not None and augment.flip:
-        flip = rng.random(n) < 0.5
-        out = np.where(flip[:, None, None, None], out[..., ::-1], out)
-    return out
+        flip = torch.rand(n, generator=generator, device=device) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(2), images)  # no host sync, unlike a mask
+    return images.permute(0, 3, 1, 2)
 
 
-def normalise(images_chw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """float32 ``(x / 255 - mean) / std`` per channel, for uint8 ``[N, C, H, W]``."""
-    scale = (1.0 / (255.0 * np.asarray(std, dtype=np.float32)))[:, None, None]
-    shift = (np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32))[:, None, None]
-    return images_chw.astype(np.float32) * scale - shift
+@functools.cache
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    """``scale``, ``shift`` [C, 1, 1] on ``device``, built once per process: a per-batch copy of them from
+    the host would wait for the device (a host sync per batch)."""
+    std_t = torch.tensor(std, dtype=torch.float32)
+    scale = (1.0 / (255.0 * std_t))[:, None, None]
+    shift = (torch.tensor(mean, dtype=torch.float32) / std_t)[:, None, None]
+    return scale.to(device), shift.to(device)
+
+
+def normalise_batch(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """float32 ``(x / 255 - mean) / std`` per channel, for uint8 ``[N, C, H, W]`` (any memory layout)."""
+    scale, shift = _affine(tuple(mean), tuple(std), images.device)
+    return images.float() * scale - shift
+
+
+@dataclass(frozen=True)
+class BatchTransform:
+    """What a batch goes through on the training device: uint8 ``[N, H, W, C]`` (as the reader yields it)
+    -> augmented, normalised float32 ``[N, C, H, W]`` in ``memory_format``.
+
+    The uint8 batch is what crosses to the device (a quarter of float32's bytes); pad-crop, flip and
+    normalisation then run there as a few batched tensor ops. Random-resized crops of encoded images are
+    part of decoding and stay in the reader.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: Augment | None = None
+    memory_format: torch.memory_format = torch.contiguous_format
+
+    @classmethod
+    def for_manifest(cls, manifest: Mapping[str, Any], augment: Augment | None = None) -> BatchTransform:
+        return cls(tuple(manifest["mean"]), tuple(manifest["std"]), augment)
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        chw = augment_batch(images, self.augment, generator).contiguous(memory_format=self.memory_format)
+        return normalise_batch(chw, self.mean, self.std)  # keeps the layout: 1 byte per value moved, not 4
 
 
 def prepare_batch(
@@ -166,12 +237,14 @@ def prepare_batch(
     manifest: Mapping[str, Any],
     *,
     augment: Augment | None = None,
-    rng: np.random.Generator | None = None,
+    seed: int | None = None,
 ) -> np.ndarray:
-    """Shard cells -> normalised float32 ``[N, C, H, W]``, augmented when ``augment`` is given."""
-    rng = rng if rng is not None else np.random.default_rng()
-    images = decode_images(cells, manifest, rng, augment)
-    return normalise(augment_images(images, augment, rng), manifest["mean"], manifest["std"])
+    """Shard cells -> normalised float32 ``[N, C, H, W]`` on the CPU, augmented when ``augment`` is given
+    (for consumers that take numpy, such as Ray Data's ``map_batches``)."""
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+    images = torch.from_numpy(np.ascontiguousarray(decode_images(cells, manifest, rng, augment)))
+    return BatchTransform.for_manifest(manifest, augment)(images, generator).numpy()
 
 
 def decode_batch(
@@ -184,8 +257,7 @@ def decode_batch(
     """A Ray Data ``map_batches`` function: ``{image, label}`` columns -> ``{image [N,C,H,W], label}``."""
     cells = batch.column("image") if isinstance(batch, pa.Table) else batch["image"]
     labels = batch.column("label").to_numpy() if isinstance(batch, pa.Table) else np.asarray(batch["label"])
-    rng = np.random.default_rng(seed)
     return {
-        "image": prepare_batch(cells, manifest, augment=augment, rng=rng),
+        "image": prepare_batch(cells, manifest, augment=augment, seed=seed),
         "label": labels.astype(np.int64),
     }

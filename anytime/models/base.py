@@ -42,8 +42,12 @@ class AnytimeHead(nn.Sequential):
 
 
 def kaiming_init(module: nn.Module) -> None:
-    """torchvision ResNet init: He-normal convs (fan_out), BN weight 1 / bias 0, default Linear init."""
+    """torchvision ResNet init: He-normal convs (fan_out), BN weight 1 / bias 0, default Linear init.
+
+    A network on the meta device (shapes only, for planning: :mod:`anytime.budget`) has no values to set."""
     for m in module.modules():
+        if any(p.is_meta for p in m.parameters(recurse=False)):
+            continue
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:

@@ -52,6 +52,8 @@ MAX_HEADS = (
     4096  # far beyond any trainable member; keeps a typo like eann.members: 300 from hanging the check
 )
 
+MAX_MEMBERS = 64  # eann.members and an explicit members list: an EANN of more is no use (METHOD.md §6)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -155,14 +157,32 @@ class ScheduleParams(_Section):
             )
 
 
+# The rule behind ScalingParams' null defaults (docs/cluster.md, "Feeding the GPU"). On CPU the training
+# process shares the cores with the other members' (a quarter each) and reads its own data: loader processes
+# would only compete with it. Beside a GPU the training process needs a core of its own to launch kernels, and
+# loader processes read ahead while the GPU computes: one delivers >= 100k 32x32 images/s (bench/RESULTS.md),
+# over 10x what a GPU trains ResANN at; the second keeps that margin for larger images. Each loader process
+# reads continuously, so it is counted as a whole CPU.
+TRAIN_CPUS = {"cpu": 0.25, "gpu": 1.0}
+LOADER_WORKERS = {"cpu": 0, "gpu": 2}
+
+
 class ScalingParams(_Section):
-    """Ray Train workers of ONE member; members run side by side, so keep CPUs per worker small."""
+    """Ray Train workers of ONE member; members run side by side, so keep CPUs per worker small.
+
+    ``loader_workers`` and ``cpus_per_worker`` left null follow one rule (:data:`TRAIN_CPUS`,
+    :data:`LOADER_WORKERS`): no loader processes on CPU and 2 with a GPU, and CPUs per worker = the training
+    process's share (0.25 on CPU, 1 with a GPU) + 1 per loader process. They hold numbers once validated.
+    """
 
     num_workers: PositiveInt = 1
     use_gpu: bool = False
-    cpus_per_worker: PositiveFloat = 0.25
+    cpus_per_worker: PositiveFloat | None = None
     gpus_per_worker: PositiveFloat | None = None
-    loader_workers: NonNegativeInt = 0
+    loader_workers: NonNegativeInt | None = None
+    # Memory one worker may use (Ray schedules by it); null: the driver machine's. A member whose estimated
+    # training footprint exceeds it is refused before training (pipelines.training.run_plan.require_fits).
+    memory_per_worker_mb: PositiveInt | None = None
     # How long to wait for nodes that could host a worker (an autoscaling cluster adding them); 0 = refuse
     # a request no live node can satisfy at once (docs/cluster.md).
     wait_for_resources_s: NonNegativeFloat = 0.0
@@ -179,12 +199,21 @@ class ScalingParams(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _size_from_loader_workers(self) -> ScalingParams:
+        device = "gpu" if self.use_gpu else "cpu"
+        if self.loader_workers is None:
+            self.loader_workers = LOADER_WORKERS[device]
+        if self.cpus_per_worker is None:
+            self.cpus_per_worker = TRAIN_CPUS[device] + self.loader_workers
+        return self
+
 
 class EannParams(_Section):
     """Generated members: ``members`` ANNs with ``n0 * base**k`` units per group, named m0, m1, ..."""
 
     base: int = Field(default=2, ge=2)
-    members: PositiveInt = 3
+    members: PositiveInt = Field(default=3, le=MAX_MEMBERS)
     n0: PositiveInt = 1
     eann_weights: bool = True
 
@@ -214,7 +243,7 @@ class TrainParams(_Section):
     shards: str | None = None
     storage_path: str = "ray_results"
     eann: EannParams | None = Field(default_factory=EannParams)
-    members: list[MemberParams] | None = None
+    members: list[MemberParams] | None = Field(default=None, max_length=MAX_MEMBERS)
     model: ModelParams = Field(default_factory=ResANNParams)
     weighting: WeightingParams = Field(default_factory=WeightingParams, validate_default=True)
     optimizer: OptimizerParams = Field(default_factory=OptimizerParams)

@@ -287,6 +287,9 @@ class SchedulerParams(_Section):
     min_samples_required: PositiveInt = 3  # median: trials needed before the median rule applies
 
 
+MAX_TRIALS = 1000  # tune.num_samples: far beyond a useful search; a typo (8000000) fails at load
+
+
 class TuneParams(_Section):
     member: str = "last"  # which train member's network is tuned ("last" = the deepest)
     epochs: PositiveInt = 4  # per trial (ASHA's max_t); the schedule is stretched over these
@@ -295,7 +298,8 @@ class TuneParams(_Section):
         1  # val_top1 objective: error of the head at this fraction of the final cost
     )
     search_alg: Literal["random", "grid"] = "random"
-    num_samples: PositiveInt = 8  # random: trials; grid: trials per weighting candidate (x optimizer grids)
+    # random: trials; grid: trials per weighting candidate (x optimizer grids); at most MAX_TRIALS
+    num_samples: PositiveInt = Field(default=8, le=MAX_TRIALS)
     max_concurrent_trials: PositiveInt | None = 2  # null: as many as the cluster fits
     seed: NonNegativeInt = 0  # the search's random state (each trial trains with train.seed)
     scheduler: SchedulerParams = Field(default_factory=SchedulerParams)

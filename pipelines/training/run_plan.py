@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from anytime.budget import footprint, meta_model
 from anytime.flops import head_costs
+from anytime.integrity import CorruptFileError, verify_checksums
 from anytime.metrics import milestone_heads
-from anytime.models import create_model
 from anytime.record import read_record
 from anytime.train import scaled_lr
 from pipelines.config.train import (
@@ -40,6 +43,7 @@ TRAINING_CODE = (
     "anytime/data",
     "anytime/train.py",
     "anytime/flops.py",
+    "anytime/integrity.py",
     "anytime/metrics.py",
     "pipelines/__init__.py",
     "pipelines/training/__init__.py",
@@ -49,7 +53,14 @@ TRAINING_CODE = (
     "anytime/record.py",
 )
 # Config keys that change where or how fast a run goes, not what it learns.
-NOT_FINGERPRINTED = ("shards", "endpoint_url", "eval_batch_size", "loader_workers", "final_outputs")
+NOT_FINGERPRINTED = (
+    "shards",
+    "endpoint_url",
+    "eval_batch_size",
+    "loader_workers",
+    "final_outputs",
+    "resume_from",
+)
 
 
 @dataclass(frozen=True)
@@ -72,11 +83,24 @@ class PlannedRun:
         return f"{self.name}-{self.fingerprint[:12]}"
 
     def is_current(self) -> bool:
-        """Whether the outputs hold a readable record of this very fingerprint (an old format is not)."""
+        """Whether the outputs hold a readable record of this very fingerprint (an old format is not) and
+        are intact (see :meth:`damage`)."""
+        return self.fingerprint_matches() and self.damage() is None
+
+    def fingerprint_matches(self) -> bool:
         try:
             return read_record(self.out_dir).fingerprint == self.fingerprint
         except (OSError, ValueError):
             return False
+
+    def damage(self) -> str | None:
+        """The first output file that does not match the checksums written with it, in one line (None:
+        every file intact)."""
+        try:
+            verify_checksums(self.out_dir)
+        except CorruptFileError as exc:
+            return str(exc)
+        return None
 
 
 def code_digest(root: Path = PROJECT_ROOT) -> str:
@@ -199,7 +223,7 @@ def opt_config(params: TrainParams, entry: MemberParams, member: WorkerConfig, j
 
 def opt_heads(member: WorkerConfig, milestones: list[float]) -> list[int]:
     """Distinct milestone heads of a member (measured FLOPs), in increasing order."""
-    costs = head_costs(create_model(**member.model), member.input_shape)
+    costs = head_costs(meta_model(member.model), member.input_shape)
     heads = milestone_heads(costs)
     headless = [m for m in milestones if heads[MILESTONE_KEYS[m]] is None]
     if headless:
@@ -208,6 +232,31 @@ def opt_heads(member: WorkerConfig, milestones: list[float]) -> list[int]:
             f"costs {costs[0] / costs[-1]:.2f} of the last): drop them or choose a deeper member"
         )
     return sorted({heads[MILESTONE_KEYS[m]] for m in milestones})
+
+
+def worker_memory(scaling: ScalingParams) -> int:
+    """Bytes one worker may use: ``scaling.memory_per_worker_mb``, else this machine's memory."""
+    if scaling.memory_per_worker_mb is not None:
+        return scaling.memory_per_worker_mb << 20
+    return psutil.virtual_memory().total
+
+
+def require_fits(member: WorkerConfig, scaling: ScalingParams, section: str = "train") -> None:
+    """Refuse, with the numbers, a member one worker cannot train: estimated from its config on the meta
+    device (:func:`anytime.budget.footprint`), before any network is built for real."""
+    cost = footprint(member.model, member.input_shape)
+    batch = member.batch_size  # per device
+    need = cost.train_bytes(batch)
+    have = worker_memory(scaling)
+    if need > have:
+        key = f"{section}.scaling.memory_per_worker_mb"
+        limit = "" if scaling.memory_per_worker_mb is None else f"{key} allows "
+        raise ValueError(
+            f"{section}: member {member.name} cannot fit: {cost.params:.3g} parameters and "
+            f"{cost.activations_per_sample:.3g} activations per sample x {batch} samples per worker need at "
+            f"least {need / 2**30:.3g} GiB per worker ({cost.step_flops(batch):.3g} FLOPs per step), "
+            f"{limit or 'this machine has '}{have / 2**30:.3g} GiB: shrink the model, its depth or batch_size"
+        )
 
 
 def plan_runs(
@@ -225,6 +274,8 @@ def plan_runs(
         name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url)
         for name, e in entries.items()
     }
+    for name, config in configs.items():
+        require_fits(config, run_scaling(params, entries[name]))
 
     def planned(kind: str, config: WorkerConfig, scaling: ScalingParams) -> PlannedRun:
         digest = fingerprint(config.model_dump(mode="json"), manifest, code)

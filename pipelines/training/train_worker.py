@@ -33,10 +33,10 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import DataLoader
 
-from anytime.data import ShardDataset
+from anytime.data import ShardDataset, ShardLoader
 from anytime.flops import head_costs
+from anytime.integrity import verify_checksums, write_checksums
 from anytime.metrics import anytime_auc, head_errors
 from anytime.models import create_model
 from anytime.record import save_network, save_predictions
@@ -85,15 +85,18 @@ def maybe_inject_fault(run: str, epoch: int) -> None:
     raise InjectedFault(f"injected fault in run {run!r} at epoch {epoch} ({FAULT_EPOCH_ENV})")
 
 
-def _loader(config: WorkerConfig, split: str, *, train: bool) -> DataLoader:
-    """This rank's share of ``split``. Train: shuffled and augmented, ``batch_size`` per device. Eval: a
-    contiguous range read in order by this process (no loader workers, whose batches would interleave),
-    so the ranks' shares joined in rank order are the split in its own order whatever the scaling: every
-    run's outputs then list the samples alike (``anytime.train.evaluate_shared``)."""
+def _loader(config: WorkerConfig, split: str, *, train: bool) -> ShardLoader:
+    """This rank's share of ``split``, on this worker's device, normalised there (``ShardLoader``). Train:
+    shuffled and augmented, ``batch_size`` per device. Eval: a contiguous range read in order by this
+    process (no loader workers, whose batches would interleave), so the ranks' shares joined in rank order
+    are the split in its own order whatever the scaling: every run's outputs then list the samples alike
+    (``anytime.train.evaluate_shared``). The share comes from Ray Train's context, here in the training
+    process: DataLoader workers never decide it."""
     context = ray.train.get_context()
     dataset = ShardDataset(
         config.shards,
         split,
+        batch_size=config.batch_size if train else config.eval_batch_size,
         shuffle=train,
         seed=config.seed,
         augment=train,
@@ -101,9 +104,8 @@ def _loader(config: WorkerConfig, split: str, *, train: bool) -> DataLoader:
         rank=context.get_world_rank(),
         world_size=context.get_world_size(),
     )
-    if not train:
-        return DataLoader(dataset, batch_size=config.eval_batch_size)
-    return DataLoader(dataset, batch_size=config.batch_size, num_workers=config.loader_workers)
+    workers = config.loader_workers if train else 0
+    return ShardLoader(dataset, device=ray.train.torch.get_device(), workers=workers)
 
 
 def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dict[str, Any]:
@@ -114,7 +116,7 @@ def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dic
 Evaluated = tuple[np.ndarray, np.ndarray]  # probs [K, N, C], labels [N] of a whole split
 
 
-def _evaluate(state: WorkerState, config: WorkerConfig, loader: DataLoader) -> Evaluated:
+def _evaluate(state: WorkerState, config: WorkerConfig, loader: ShardLoader) -> Evaluated:
     """Every rank: its share of a split evaluated, all shares gathered (rank 0's network throughout)."""
     return evaluate_shared(
         unwrap_model(state.model), loader, device=ray.train.torch.get_device(), amp=config.amp
@@ -173,12 +175,14 @@ class WorkerState:
             "scaler": self.scaler,
         }
 
-    def resume(self) -> int:
-        """The epoch to start at: after the last checkpointed one when Ray hands a checkpoint over, else 0."""
-        restored = ray.train.get_checkpoint()
+    def resume(self, resume_from: str | None = None) -> int:
+        """The epoch to start at: after the last checkpointed one when Ray hands a checkpoint over (else
+        ``resume_from``, the last intact one of a run set aside: :mod:`.checkpoints`), else 0."""
+        restored = ray.train.get_checkpoint() or (Checkpoint(resume_from) if resume_from else None)
         if restored is None:
             return 0
         with restored.as_directory() as directory:
+            verify_checksums(directory)
             return self.restore(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
 
     def restore(self, checkpoint: dict[str, Any]) -> int:
@@ -206,7 +210,7 @@ def train_loop_per_worker(raw_config: WorkerConfig) -> None:
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
     state = WorkerState.build(config, device)
-    start = state.resume()
+    start = state.resume(config.resume_from)
     state.model = batchnorm_across_ranks(state.model, config, ray.train.get_context().get_world_size())
     if config.compile:
         state.model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay the eager ones
@@ -266,6 +270,7 @@ def _report_validated(
     state.save(directory / CHECKPOINT_FILE, epoch)
     if test is not None:
         _write_final(directory, state.model, config, val, test, state.flops)
+    write_checksums(directory)
     checkpoint = Checkpoint.from_directory(str(directory))
     ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 

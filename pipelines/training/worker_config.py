@@ -36,4 +36,7 @@ class WorkerConfig(BaseModel, frozen=True, extra="forbid"):
     input_shape: tuple[PositiveInt, PositiveInt, PositiveInt]  # (C, H, W)
     shards: str
     endpoint_url: str | None = None
+    resume_from: str | None = (
+        None  # a set-aside run's last intact checkpoint (pipelines.training.checkpoints)
+    )
     final_outputs: bool = False  # the train stage: the last epoch's checkpoint also holds the run outputs

@@ -14,6 +14,7 @@ Kept apart from the stage module so Train controllers unpickle the callback with
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,16 +55,39 @@ class Objective:
         return float(errors[self.head])
 
 
+EARLIER = "earlier"  # report key: JSON rows (HISTORY_COLUMNS) of the epochs before a resumed run's first
+HISTORY_COLUMNS = ("epoch", "objective", "val_auc", "val_top1_final")
+
+
 class ObjectiveReporter(TuneReportCallback):
-    """Forwards rank 0's report of every epoch to Tune, with the searched ``objective`` added."""
+    """Forwards rank 0's report of every epoch to Tune, with the searched ``objective`` added.
+
+    The worker's ``history`` (every earlier epoch, in each report) is not forwarded as is: Tune keeps every
+    row. The first report after a (re)start carries the earlier epochs once, as :data:`EARLIER`: a trial
+    restored from its checkpoint reports only the epochs after it, and the tune history keeps them all.
+    """
 
     def __init__(self, objective: Objective) -> None:
         super().__init__()
         self.objective = objective
+        self.started = False
+
+    def row(self, record: dict[str, Any]) -> dict[str, Any]:
+        """One epoch's :data:`HISTORY_COLUMNS` from its record (``val_top1`` per head)."""
+        errors = record["val_top1"]
+        return {
+            "epoch": int(record["epoch"]),
+            "objective": self.objective.value(record),
+            "val_auc": anytime_auc(self.objective.costs, errors),
+            "val_top1_final": float(errors[-1]),
+        }
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        first = {key: value for key, value in metrics[0].items() if key != "history"}  # Tune keeps each row
+        first = {key: value for key, value in metrics[0].items() if key != "history"}
         first["objective"] = self.objective.value(first)
+        if not self.started:
+            self.started = True
+            first[EARLIER] = json.dumps([self.row(r) for r in metrics[0].get("history", [])])
         super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
 
