@@ -13,8 +13,9 @@ import contextlib
 import fcntl
 import json
 import os
-import sys
 from collections.abc import Iterator
+
+import psutil
 
 from pipelines.cli import UserError
 from pipelines.paths import WORKSPACE_LOCK
@@ -43,7 +44,8 @@ def workspace_lock(stage: str) -> Iterator[None]:
                 "waits for nothing: run it again once that one has ended"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv)}).encode(), 0)
+        holder = {"pid": os.getpid(), "command": " ".join(psutil.Process().cmdline())}
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock

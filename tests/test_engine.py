@@ -90,7 +90,8 @@ def test_a_deadline_that_passes_in_the_queue_is_dropped_before_compute(slow_engi
     calls = stem_samples(slow_engine.models[0])
     slow_engine.max_wait_s = 0.0  # busy's batch starts alone
     busy = slow_engine.submit(torch.randn(*SHAPE))  # occupies the worker for all six steps
-    time.sleep(UNIT_S)  # busy's batch has started: the next request waits in the queue
+    while not calls["stem"]:  # until busy's batch has started: the next request waits in the queue
+        time.sleep(UNIT_S / 10)
     late = slow_engine.submit(torch.randn(*SHAPE), deadline_s=3 * slow_engine.step_time(0, 1))
     assert late.result().status is Status.EXPIRED and late.result().logits is None
     assert busy.result().status is Status.COMPLETE and busy.result().head == 5
