@@ -202,7 +202,7 @@ def batchnorm_across_ranks(model: torch.nn.Module, config: WorkerConfig, world_s
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def train_loop_per_worker(raw_config: WorkerConfig) -> None:
+def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     """Ray Train worker: build with ``anytime``, resume from the last checkpoint, train/evaluate/report."""
     config = WorkerConfig.model_validate(raw_config)  # a dict through Ray (its contract), typed again here
     rank, run = ray.train.get_context().get_world_rank(), config.name
