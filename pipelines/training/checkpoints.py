@@ -11,19 +11,23 @@ from __future__ import annotations
 import time
 
 import pyarrow.fs as pafs
-from ray.train import Checkpoint
+from ray.train import Checkpoint, Result
 
 from anytime.integrity import CorruptFileError, verify_checksums
+from pipelines import console
 
-CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's folder names: checkpoint_<timestamp>, in time order
 ASIDE_SUFFIX = ".corrupt-"
 
 
 def _checkpoints(fs: pafs.FileSystem, run_dir: str) -> list[str]:
-    """The run's checkpoint folders, newest first."""
-    infos = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
-    folders = (i for i in infos if i.type == pafs.FileType.Directory)
-    return sorted((i.path for i in folders if i.base_name.startswith(CHECKPOINT_PREFIX)), reverse=True)
+    """The checkpoint folders Ray Train registered for the run (its checkpoint manager's snapshot), newest
+    first: the only ones it resumes from. A folder an orphaned worker uploaded after its driver died is
+    never registered, so it is neither vetted nor resumed from."""
+    try:
+        registered = Result.from_path(run_dir, storage_filesystem=fs).best_checkpoints
+    except RuntimeError:  # no run folder or no snapshot: Ray starts the run afresh
+        return []
+    return sorted((checkpoint.path for checkpoint, _ in registered), reverse=True)
 
 
 def _problem(fs: pafs.FileSystem, path: str) -> str | None:
@@ -50,12 +54,11 @@ def vet_checkpoints(storage: str, ray_name: str, run: str) -> str | None:
     fs.move(run_dir, aside)
     shown = storage.rstrip("/") + aside.removeprefix(base.rstrip("/"))
     if good is None:
-        print(f"{first}: checkpoints of {run} set aside in {shown}; {run} restarts from scratch", flush=True)
+        console.say(f"{first}: checkpoints of {run} set aside in {shown}; {run} restarts from scratch")
         return None
     resume = f"{aside}/{good.rsplit('/', 1)[-1]}"
-    print(
+    console.say(
         f"{first}: checkpoints of {run} set aside in {shown}; {run} resumes from its last good one, "
-        f"{good.rsplit('/', 1)[-1]}",
-        flush=True,
+        f"{good.rsplit('/', 1)[-1]}"
     )
     return resume if "://" not in storage else storage.split("://", 1)[0] + "://" + resume
