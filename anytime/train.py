@@ -67,13 +67,14 @@ def make_optimizer(
     *,
     lr: float = 0.1,
     momentum: float = 0.9,
-    weight_decay: float = 1e-4,
+    weight_decay: float = 5e-4,
     nesterov: bool = False,
     decay_norm_and_bias: bool = True,
     fused: bool | None = None,
 ) -> torch.optim.SGD:
     """SGD with momentum. ``decay_norm_and_bias=False`` exempts 1-d parameters (BN affine, biases) from weight
-    decay, as many modern recipes do; the default decays everything like the original ResNet recipe.
+    decay, as many modern recipes do; the default decays everything like the original ResNet recipe. These
+    defaults are the train stage's (``pipelines.config.train.OptimizerParams`` reads them).
 
     ``fused`` (default: where the parameters are on CUDA, so move the model first) steps in one kernel that
     also takes the GradScaler's inf check: with AMP, a step then never waits for the GPU (an unfused
@@ -101,27 +102,31 @@ def make_optimizer(
 def make_scheduler(
     optimizer: torch.optim.Optimizer,
     *,
-    name: str = "step",
+    name: str = "cosine",
     epochs: int,
     milestones: Sequence[int] | None = None,
     gamma: float = 0.1,
 ) -> LRScheduler:
-    """Per-epoch learning-rate schedule: ``step`` (x``gamma`` at each milestone epoch; by default at 50% and
-    75% of training as in the ANN papers' CIFAR recipe) or ``cosine`` (to zero over ``epochs``)."""
+    """Per-epoch learning-rate schedule: ``cosine`` (to zero over ``epochs``, the default) or ``step``
+    (x``gamma`` at each milestone epoch; by default at 50% and 75% of training as in the ANN papers' CIFAR
+    recipe). These defaults are the train stage's (``pipelines.config.train.ScheduleParams`` reads them)."""
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler name={name!r} is invalid: must be one of {', '.join(SCHEDULERS)}")
     check_int("epochs", epochs, low=1)
-    if name == "cosine":
-        return CosineAnnealingLR(optimizer, T_max=epochs)
     check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)
+    if milestones is not None:
+        milestones = list(milestones)
+        valid = all(isinstance(m, int) and 1 <= m <= epochs for m in milestones)
+        if not valid or milestones != sorted(set(milestones)):
+            raise ValueError(
+                f"milestones={milestones!r} are invalid: must be strictly increasing epochs in [1, {epochs}]"
+            )
+    if name == "cosine":
+        if milestones is not None:
+            raise ValueError(f"milestones={milestones!r} are invalid with name='cosine': 'step' takes them")
+        return CosineAnnealingLR(optimizer, T_max=epochs)
     if milestones is None:
         milestones = sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
-    milestones = list(milestones)
-    valid = all(isinstance(m, int) and 1 <= m <= epochs for m in milestones)
-    if not valid or milestones != sorted(set(milestones)):
-        raise ValueError(
-            f"milestones={milestones!r} are invalid: must be strictly increasing epochs in [1, {epochs}]"
-        )
     return MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
 
 
@@ -321,7 +326,7 @@ def evaluate_shared(
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return evaluate(model, loader, device=device, amp=amp)
     device = torch.device(device)
-    for buffer in _unwrap(model).buffers():
+    for buffer in unwrap_model(model).buffers():
         dist.broadcast(buffer, src=0)
     probs, labels = _predict(model, loader, device, amp, progress=False)
     mine = torch.cat(probs, dim=1).to(device) if probs else None
@@ -348,7 +353,7 @@ def evaluate_shared(
     return joined.cpu().numpy(), joined_labels.cpu().numpy()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The bare network under DDP and/or a ``torch.compile`` wrapper, so checkpoints keep its own keys."""
     while True:
         if isinstance(model, DistributedDataParallel):
@@ -374,7 +379,7 @@ def save_checkpoint(
     mid-write leaves the previous checkpoint intact. Everything is plain tensors/numbers/lists/dicts, so it
     loads with ``weights_only=True``."""
     path = Path(path)
-    net = _unwrap(model)
+    net = unwrap_model(model)
     state = {
         "config": dict(getattr(net, "config", {})),
         "model": net.state_dict(),
@@ -417,7 +422,7 @@ def restore_checkpoint(
     scaler: torch.amp.GradScaler | None = None,
 ) -> int:
     """Load the given components' states from ``checkpoint``; returns the epoch to resume at (saved + 1)."""
-    _unwrap(model).load_state_dict(checkpoint["model"])
+    unwrap_model(model).load_state_dict(checkpoint["model"])
     for name, part in (("optimizer", optimizer), ("scheduler", scheduler), ("strategy", strategy)):
         if part is None:
             continue

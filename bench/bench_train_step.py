@@ -19,7 +19,7 @@ import torch
 from anytime.train import make_grad_scaler, make_optimizer, train_one_epoch
 from anytime.weighting import create_strategy
 from bench.baselines import add_model_args, model_pair, plain_train_epoch
-from bench.timing import bench_parser, ratio_line, setup
+from bench.timing import Bench, bench_parser, ratio_line, setup
 
 LOOP_ONLY = "library loop on the one-head net"
 DEFAULT_STRATEGIES = ("sieve", "alternating:scheme=sieve", "adaloss", "rwm", "exp3", "avgl")
@@ -44,7 +44,7 @@ def parse_strategy(text: str) -> tuple[str, dict[str, object]]:
     return name, kwargs
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace, Bench]:
     parser = bench_parser(__doc__.splitlines()[0])
     add_model_args(parser, n=3, batch=64)
     parser.add_argument("--steps", type=int, default=2, help="timed training steps per measurement")
@@ -57,10 +57,30 @@ def main() -> None:
     )
     args = parser.parse_args()
     bench = setup(parser, args)
-    device = bench.device
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
+    return parser, args, bench
 
+
+def report(bench: Bench, ratios: dict[str, list[float]], plain_rate: float, strategies: list[str]) -> None:
+    """A ratio line per strategy (with its images/s), the loop-only diagnostic and the plain rate."""
+    for name in strategies:
+        rate = plain_rate / statistics.median(ratios[name])
+        print(
+            ratio_line(f"train step {name}/plain", ratios[name], target="<= 1.10"),
+            f"  {rate:.0f} images/s ({bench.clock_name} clock)",
+            flush=True,
+        )
+    print(
+        ratio_line(f"train step {LOOP_ONLY}/plain", ratios[LOOP_ONLY]),
+        "  diagnostic: what anytime.train's loop adds without extra heads",
+    )
+    print(f"train step plain (final head only): {plain_rate:.0f} images/s ({bench.clock_name} clock)")
+
+
+def main() -> None:
+    parser, args, bench = parse_args()
+    device = bench.device
     model, plain = model_pair(args)
     model, plain = model.to(device), plain.to(device)
     try:
@@ -107,19 +127,7 @@ def main() -> None:
     loop_only = create_strategy("const", num_heads=1)
     candidates[LOOP_ONLY] = library_epoch(plain, plain_optimizer, plain_scaler, loop_only)
     ratios, plain_seconds = bench.interleaved_ratios(plain_epoch, candidates, number=1)
-    plain_rate = args.batch * args.steps / statistics.median(plain_seconds)
-    for name in strategies:
-        rate = plain_rate / statistics.median(ratios[name])
-        print(
-            ratio_line(f"train step {name}/plain", ratios[name], target="<= 1.10"),
-            f"  {rate:.0f} images/s ({bench.clock_name} clock)",
-            flush=True,
-        )
-    print(
-        ratio_line(f"train step {LOOP_ONLY}/plain", ratios[LOOP_ONLY]),
-        "  diagnostic: what anytime.train's loop adds without extra heads",
-    )
-    print(f"train step plain (final head only): {plain_rate:.0f} images/s ({bench.clock_name} clock)")
+    report(bench, ratios, args.batch * args.steps / statistics.median(plain_seconds), list(strategies))
 
 
 if __name__ == "__main__":

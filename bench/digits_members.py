@@ -16,7 +16,14 @@ import torch
 from anytime.flops import head_costs
 from anytime.metrics import head_errors
 from anytime.models import AnytimeNet, create_model
-from anytime.record import FORMAT_VERSION, DatasetInfo, RunRecord, write_record
+from anytime.record import (
+    FORMAT_VERSION,
+    DatasetInfo,
+    RunRecord,
+    save_network,
+    save_predictions,
+    write_record,
+)
 
 SHAPE = (1, 8, 8)
 
@@ -105,9 +112,8 @@ def _train(dest: Path, depths: tuple[int, ...], width: int, epochs: int, seed: i
         record = record.model_copy(update={"val_error": errors["val"], "test_error": errors["test"]})
         run = root / record.name
         run.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": model.config, "state_dict": model.state_dict()}, run / "model.pt")
+        save_network(run, model)
         for k in probs:
-            np.save(run / f"probs_{k}.npy", probs[k])
-            np.save(run / f"labels_{k}.npy", splits.labels[k])
+            save_predictions(run, k, probs[k], splits.labels[k])
         write_record(run, record)
     return root

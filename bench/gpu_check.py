@@ -112,8 +112,9 @@ def bench_rows(device: str) -> list[Row]:
 def train_stage_drill(device: str, work: Path) -> Row:
     """The train stage on digits: 2 epochs with AMP, a worker fault at epoch 1, resumed from epoch 0."""
     from anytime.data import materialise_digits, read_dataset, write_shards
+    from anytime.record import RECORD_FILE
     from pipelines.live import StageLive
-    from pipelines.paths import LIVE_DIR
+    from pipelines.paths import LIVE_DIR, MEMBERS_DIR
 
     materialise_digits(work / "raw")
     shards = work / "shards"
@@ -146,7 +147,7 @@ def train_stage_drill(device: str, work: Path) -> Row:
         return Row(label, failure(result), ok=False)
     frame = StageLive(project / LIVE_DIR).history("m0")
     epochs = sorted(int(e) for e in frame[frame["head"] == 0]["epoch"])
-    metrics = project / "outputs" / "members" / "m0" / "metrics.json"
+    metrics = project / MEMBERS_DIR / "m0" / RECORD_FILE
     ok = marker.exists() and epochs == [0, 1] and metrics.exists()
     final = frame[frame["epoch"] == 1]["val_error"].iloc[-1] if ok else float("nan")
     result_text = (

@@ -3,7 +3,7 @@
     python -m experiments.results [--size cpu|full] [--out docs/results.md]
 
 Which experiments ran, and with which params, comes from DVC (``dvc exp list``, ``dvc.api.params_show``); each
-trained network's per-head test errors from its cached ``metrics.json`` at the experiment's revision
+trained network's per-head errors from its cached run record (``anytime.record``) at the experiment's revision
 (``dvc.api.read``). The generated part of the page sits between two markers; the text around it is kept.
 """
 
@@ -18,9 +18,12 @@ from pathlib import Path
 
 import dvc.api
 import numpy as np
+from dvc.exceptions import FileMissingError, PathMissingError
 
 from anytime.eann import MemberCurve
 from anytime.metrics import milestone_heads
+from anytime.record import RECORD_FILE, labels_file, parse_record
+from anytime.weighting import eann_first_head
 from experiments.run import run_log
 from experiments.sets import ADAPTIVE, DEEP_CONST, OPT_OF, SIZES, WEIGHTINGS
 from experiments.tables import (
@@ -32,7 +35,7 @@ from experiments.tables import (
     markdown_weighting,
     weighting_table,
 )
-from pipelines.paths import opt_run_name
+from pipelines.paths import member_name, opt_run_name
 
 NAME = re.compile(r"^repro-(?P<size>\w+)-(?P<kind>weighting|eann)-s(?P<seed>\d+)$")
 
@@ -51,9 +54,21 @@ def finished(size: str) -> dict[str, list[tuple[str, int]]]:
 
 
 def read_run(rev: str, folder: str, name: str) -> MemberCurve:
-    """A trained network's curve from its cached ``metrics.json`` (the train stage's output contract)."""
+    """A trained network's curve from its cached run record at ``rev`` (the one reader of the format)."""
+    path = f"outputs/{folder}/{name}/{RECORD_FILE}"
+    try:
+        text = dvc.api.read(path, repo=".", rev=rev)
+    except (FileMissingError, PathMissingError):  # an experiment run before the record
+        return read_format0_run(rev, folder, name)
+    return MemberCurve.from_record(parse_record(text, f"{rev}:{path}"))
+
+
+def read_format0_run(rev: str, folder: str, name: str) -> MemberCurve:
+    """An experiment from before ``anytime.record`` (format 0, ``metrics.json``); drop once all are re-run."""
     metrics = json.loads(dvc.api.read(f"outputs/{folder}/{name}/metrics.json", repo=".", rev=rev))
-    return MemberCurve(name, metrics["flops"], metrics["val_top1"], metrics["test_top1"])
+    heads = len(metrics["flops"])
+    untrained = eann_first_head(heads) if metrics.get("strategy", {}).get("eann", False) else 0
+    return MemberCurve(name, metrics["flops"], metrics["val_top1"], metrics["test_top1"], untrained)
 
 
 def read_trial(rev: str, seed: int, members: list[str], reference: str) -> Trial:
@@ -62,14 +77,17 @@ def read_trial(rev: str, seed: int, members: list[str], reference: str) -> Trial
     heads = sorted({h for h in milestone_heads(curves[reference].flops).values() if h is not None})
     opts = {opt_run_name(reference, j): read_run(rev, "opt", opt_run_name(reference, j)) for j in heads}
     labels = np.load(
-        io.BytesIO(dvc.api.read(f"outputs/members/{reference}/labels_test.npy", repo=".", rev=rev, mode="rb"))
+        io.BytesIO(
+            dvc.api.read(f"outputs/members/{reference}/{labels_file('test')}", repo=".", rev=rev, mode="rb")
+        ),
+        allow_pickle=False,
     )
     return Trial(seed, curves, opts, test_size=len(labels))
 
 
 def eann_members(rev: str) -> list[str]:
     count = dvc.api.params_show(repo=".", rev=rev)["train"]["eann"]["members"]
-    return [f"m{k}" for k in range(count)]
+    return [member_name(k) for k in range(count)]
 
 
 def render(size: str) -> str:

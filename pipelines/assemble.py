@@ -1,6 +1,6 @@
 """DVC stage ``assemble``: trained members (and OPT runs) -> EANN error-vs-budget curves and their summary.
 
-Reads the train stage's outputs (``outputs/members/*/``, ``outputs/opt/*/``: DESIGN.md "Member outputs"),
+Reads the train stage's run records (``outputs/members/*/``, ``outputs/opt/*/``: ``anytime.record``),
 traces the sequential and FIFO W-worker schedules (chosen on validation, reported on test) and writes
 ``outputs/assemble/assembly.json`` (:class:`anytime.eann.Assembly`, the report stage's input), atomically.
 """

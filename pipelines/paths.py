@@ -15,7 +15,7 @@ SHARDS_ROOT = Path("data/shards")  # shard: data/shards/<dataset>/, Parquet shar
 DOWNLOAD_CACHE = Path("data/cache")  # fetch's downloads, content-addressed by sha256
 MEMBERS_DIR = Path("outputs/members")  # train: outputs/members/<member>/
 OPT_DIR = Path("outputs/opt")  # train: outputs/opt/<member>-opt<j>/
-LIVE_DIR = Path("outputs/live")  # train: dvclive metrics and plots of every run
+LIVE_DIR = Path("outputs/live")  # train: per-epoch history and a summary of every run (pipelines/live.py)
 TUNE_DIR = Path("outputs/tune")  # tune: trials, history, figure, best.json, best_params.yaml
 TUNE_BEST_PARAMS = TUNE_DIR / "best_params.yaml"
 ASSEMBLE_DIR = Path("outputs/assemble")  # assemble: assembly.json (the typed contract report reads)
@@ -31,6 +31,11 @@ def raw_dir(dataset: str) -> Path:
 
 def shards_dir(dataset: str) -> Path:
     return SHARDS_ROOT / dataset
+
+
+def member_name(k: int) -> str:
+    """The name of the ``k``-th generated EANN member (``train.eann``), by depth: m0, m1, ..."""
+    return f"m{k}"
 
 
 OPT_RUN_NAME = re.compile(r"^(?P<member>.+)-opt(?P<head>\d+)$")  # OPT_DIR's run names, parsed back

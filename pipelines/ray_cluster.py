@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import psutil
 import ray
-from ray._private import ray_constants, worker
+from ray._private import ray_constants, worker  # private: why, below
 from ray.autoscaler.sdk import request_resources
 from ray.train import ScalingConfig, UserCallback
 from ray.util.queue import Queue
@@ -35,6 +35,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from pipelines import console
 from pipelines.cli import UserError
 from pipelines.cluster_tmp import enter_private_tmp, leave_private_tmp
+
+# ray._private, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: no public API
+# makes a local cluster listen on 127.0.0.1 only (ray_constants.ENABLE_RAY_CLUSTER, see _stay_on_loopback) or
+# lists the processes ray.init started (worker._global_node, see _started_processes).
 
 if TYPE_CHECKING:  # the config imports torch; Train controllers unpickle this module's callback
     from pipelines.config.train import ScalingParams
@@ -333,7 +337,7 @@ class ReportForwarder(UserCallback):
     ``(run, metrics, None)``, and a worker group's failure (which Train retries up to ``max_failures``) as
     ``(run, None, what)``.
 
-    Kept in this light module so controllers unpickle it without importing the stage (dvclive, numpy outputs).
+    Kept in this light module so controllers unpickle it without importing the stage (tqdm, pandas).
     """
 
     def __init__(self, queue: Queue, run: str) -> None:

@@ -3,9 +3,9 @@
 Each run is one Ray Train ``TorchTrainer`` (data-parallel workers when ``train.scaling.num_workers > 1``),
 started from its own driver thread so all runs share the cluster at once. Per-epoch reports reach this
 driver through a Ray queue and are logged here (``outputs/live``); finished runs are written
-atomically to ``outputs/members/<name>/`` or ``outputs/opt/<name>/`` with a fingerprint, and runs whose
-fingerprint still matches are skipped. A killed stage resumes each unfinished run from its last epoch
-checkpoint in ``train.storage_path``.
+atomically to ``outputs/members/<name>/`` or ``outputs/opt/<name>/`` (the format of ``anytime.record``,
+whose record holds the run's fingerprint), and runs whose fingerprint still matches are skipped. A killed
+stage resumes each unfinished run from its last epoch checkpoint in ``train.storage_path``.
 
     python -m pipelines.train [--params params.yaml] [--only NAME ...] [--force] [--address ADDR]
 """
@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pyarrow.fs as pafs
 from ray.train import Result
@@ -30,8 +29,19 @@ from tqdm.auto import tqdm
 
 from anytime.data import load_manifest
 from anytime.data.verify import verify_shards
-from anytime.integrity import load_array, verify_checksums, write_checksums
+from anytime.integrity import verify_checksums, write_checksums
 from anytime.metrics import anytime_auc, head_errors, milestone_heads, reported_topk
+from anytime.record import (
+    ARRAY_FILES,
+    FORMAT_VERSION,
+    MODEL_FILE,
+    SPLITS,
+    DatasetInfo,
+    RunRecord,
+    load_predictions,
+    write_record,
+)
+from anytime.weighting import eann_first_head
 from pipelines import cli, console
 from pipelines.config import Params, load_params
 from pipelines.config.train import TrainParams
@@ -48,59 +58,63 @@ from pipelines.ray_cluster import (
     storage_uri,
 )
 from pipelines.training.checkpoints import vet_checkpoints
-from pipelines.training.run_plan import FINGERPRINT_FILE, PlannedRun, plan_runs, resolve_shards
-from pipelines.training.train_worker import FINAL_DIR, build_trainer
+from pipelines.training.run_plan import PlannedRun, plan_runs, resolve_shards
+from pipelines.training.train_worker import FINAL_DIR, FINAL_SUMMARY, build_trainer
 from pipelines.workspace import workspace_lock
 
 RESUME_HINT = "re-run to resume every unfinished run from its last epoch"
-ARRAYS = ("probs_val.npy", "probs_test.npy", "labels_val.npy", "labels_test.npy")
 
 
-def member_metrics(run: PlannedRun, final: Path) -> dict[str, Any]:
-    """metrics.json (DESIGN.md "Member outputs") from the saved probabilities: one source of truth."""
-    summary = json.loads((final / "summary.json").read_text())
-    metrics: dict[str, Any] = {
-        "member": run.name,
-        "flops": summary["flops"],
-        "head_units": summary["head_units"],
-    }
-    for split in ("val", "test"):
-        probs, labels = load_array(final / f"probs_{split}.npy"), load_array(final / f"labels_{split}.npy")
-        for key, errors in head_errors(probs, labels, reported_topk(probs.shape[2])).items():
-            metrics[f"{split}_{key}"] = errors
-    metrics |= {
-        "epochs": summary["epochs"],
-        "strategy": run.config["weighting"],
-        "model": run.config["model"],
-    }
-    return metrics
+def run_record(run: PlannedRun, final: Path, dataset: DatasetInfo) -> RunRecord:
+    """The run's record (``anytime.record``): errors from the saved probabilities, one source of truth."""
+    summary = json.loads((final / FINAL_SUMMARY).read_text())
+    errors: dict[str, list[float]] = {}
+    for split in SPLITS:
+        probs, labels = load_predictions(final, split)
+        for key, values in head_errors(probs, labels, reported_topk(probs.shape[2])).items():
+            errors[f"{split}_{key}"] = values
+    heads = len(summary["flops"])
+    return RunRecord(
+        format_version=FORMAT_VERSION,
+        name=run.name,
+        fingerprint=run.fingerprint,
+        model=summary["model"],
+        weighting=run.config.weighting,
+        epochs=run.config.epochs,
+        flops=summary["flops"],
+        head_units=summary["head_units"],
+        val_error=errors.pop("val_top1"),
+        test_error=errors.pop("test_top1"),
+        untrained_heads=eann_first_head(heads) if run.config.weighting.get("eann", False) else 0,
+        dataset=dataset,
+        config=run.config.model_dump(mode="json"),
+        **errors,
+    )
 
 
-def write_outputs(run: PlannedRun, checkpoint_dir: Path) -> dict[str, Any]:
-    """Copy the final checkpoint's files into the run's output directory in one atomic rename."""
+def write_outputs(run: PlannedRun, checkpoint_dir: Path, dataset: DatasetInfo) -> RunRecord:
+    """The final checkpoint's files and the run's record, into its output directory in one atomic rename."""
     final = checkpoint_dir / FINAL_DIR
     if not final.is_dir():
         raise RuntimeError(f"run {run.name}: the last checkpoint has no final outputs ({checkpoint_dir})")
     verify_checksums(checkpoint_dir)
-    metrics = member_metrics(run, final)
+    record = run_record(run, final, dataset)
     with atomic_path(run.out_dir) as tmp:
         tmp.mkdir()
-        for name in ("model.pt", *ARRAYS):
+        for name in (MODEL_FILE, *ARRAY_FILES):
             shutil.copy2(final / name, tmp / name)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        fingerprint = {"fingerprint": run.fingerprint, "config": run.config}
-        (tmp / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
+        write_record(tmp, record)
         write_checksums(tmp)
-    return metrics
+    return record
 
 
-def final_summary(run: PlannedRun, metrics: dict[str, Any]) -> dict[str, float]:
+def final_summary(run: PlannedRun, record: RunRecord) -> dict[str, float]:
     """A finished run's numbers for ``outputs/live/metrics.json``: test error and AUC, and for members the
     error at each cost milestone short of the final head (an OPT baseline: its final head only)."""
-    errors = metrics["test_top1"]
-    summary = {"test_error": errors[-1], "test_auc": anytime_auc(metrics["flops"], errors)}
+    errors = record.test_error
+    summary = {"test_error": errors[-1], "test_auc": anytime_auc(record.flops, errors)}
     if run.kind == "member":
-        for key, head in milestone_heads(metrics["flops"]).items():
+        for key, head in milestone_heads(record.flops).items():
             if head is not None and float(key) < 1:
                 summary[f"test_error_{round(float(key) * 100)}"] = errors[head]
     return summary
@@ -127,8 +141,10 @@ class ConcurrentTraining:
     """Fits runs side by side, each ``TorchTrainer.fit()`` in its own driver thread; the main thread logs
     their reports as they come and writes each run's outputs as it ends."""
 
-    def __init__(self, params: TrainParams, live: StageLive, *, fresh: bool = False) -> None:
-        self.params, self.live, self.fresh = params, live, fresh
+    def __init__(
+        self, params: TrainParams, live: StageLive, dataset: DatasetInfo, *, fresh: bool = False
+    ) -> None:
+        self.params, self.live, self.dataset, self.fresh = params, live, dataset, fresh
         self.storage = storage_uri(params.storage_path)
         self.reports: Queue = driver_queue()
         self.fingerprints: dict[str, str] = {}
@@ -145,7 +161,7 @@ class ConcurrentTraining:
         else:
             resume_from = vet_checkpoints(self.storage, run.ray_name, run.name)
         trainer = build_trainer(
-            {**run.config, "final_outputs": True, "resume_from": resume_from},
+            run.config.model_copy(update={"final_outputs": True, "resume_from": resume_from}),
             name=run.ray_name,
             storage_path=self.storage,
             scaling=scaling_config(run.scaling),
@@ -181,7 +197,7 @@ class ConcurrentTraining:
         try:
             result = fitted.result()
             with result.checkpoint.as_directory() as directory:
-                metrics = write_outputs(run, Path(directory))
+                record = write_outputs(run, Path(directory), self.dataset)
         except Exception as exc:  # one failed run must not lose the others' work
             print(f"run {run.name} failed: {exc}", file=sys.stderr)  # the whole of it, in the log
             console.warn(f"train: {run.name} failed: {console.brief(exc)}")
@@ -189,7 +205,7 @@ class ConcurrentTraining:
         # The last epoch's report (with the earlier ones), which a driver killed after that epoch's
         # checkpoint never logged: the re-run trains nothing more and reports nothing.
         self.live.log_epoch(run.name, run.fingerprint, result.metrics)
-        summary = final_summary(run, metrics)
+        summary = final_summary(run, record)
         self.live.log_final(run.name, summary)
         self.bars[run.name].close()
         self.done += 1
@@ -216,7 +232,7 @@ class ConcurrentTraining:
         """Fit every run concurrently; returns the names of failed runs (the others' outputs are written)."""
         self.fingerprints = {run.name: run.fingerprint for run in runs}
         self.bars = {
-            run.name: console.bar(total=run.config["epochs"], desc=run.name, unit="epoch", position=position)
+            run.name: console.bar(total=run.config.epochs, desc=run.name, unit="epoch", position=position)
             for position, run in enumerate(runs)
         }
         with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="fit") as pool:
@@ -297,7 +313,10 @@ def train(params: Params, args: argparse.Namespace) -> None:
         ):
             tidy(runs, live, args)
             started = time.monotonic()
-            failed = ConcurrentTraining(params.train, live, fresh=args.force).run(todo)
+            training = ConcurrentTraining(
+                params.train, live, DatasetInfo.from_manifest(manifest), fresh=args.force
+            )
+            failed = training.run(todo)
         console.say(
             f"train: {len(todo) - len(failed)} of {len(todo)} runs done in {time.monotonic() - started:.0f}s"
         )

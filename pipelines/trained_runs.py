@@ -1,4 +1,4 @@
-"""Reading the train stage's run outputs back (DESIGN.md "Member outputs"), for the assemble stage.
+"""Reading the train stage's run outputs back (their format: ``anytime.record``), for the assemble stage.
 
 OPT runs are matched to member heads by their names (:func:`pipelines.paths.opt_run_name`), so the library
 never sees the pipeline's naming.
@@ -10,16 +10,17 @@ from pathlib import Path
 
 from anytime.eann import MemberCurve, OptBaseline
 from anytime.integrity import CorruptFileError, load_array, verify_checksums
+from anytime.record import labels_file
 from pipelines.cli import UserError
 from pipelines.paths import OPT_RUN_NAME
 
 
 def run_dirs(root: Path) -> list[Path]:
-    """Every run directory under ``root`` that has a ``metrics.json`` (none if ``root`` does not exist),
+    """Every run directory under ``root`` (none if ``root`` does not exist; hidden ones are scratch space),
     each checked against the checksums the train stage wrote with it."""
     if not root.is_dir():
         return []
-    directories = [d for d in sorted(root.iterdir()) if (d / "metrics.json").is_file()]
+    directories = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     for directory in directories:
         try:
             verify_checksums(directory)
@@ -44,9 +45,9 @@ def shared_test_size(directories: list[Path]) -> int:
     sizes = {}
     for d in directories:
         try:
-            sizes[d] = int(load_array(d / "labels_test.npy", mmap_mode="r").shape[0])
+            sizes[d] = int(load_array(d / labels_file("test"), mmap_mode="r").shape[0])
         except FileNotFoundError:
-            raise UserError(f"{d / 'labels_test.npy'}: missing (run the train stage first)") from None
+            raise UserError(f"{d / labels_file('test')}: missing (run the train stage first)") from None
     if len(set(sizes.values())) != 1:
         listed = ", ".join(f"{d.name}: {n}" for d, n in sizes.items())
         raise UserError(f"runs were tested on test splits of different sizes ({listed}): retrain them")

@@ -34,7 +34,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from ray import tune
-from ray._common.constants import HEAD_NODE_RESOURCE_NAME
+from ray._common.constants import HEAD_NODE_RESOURCE_NAME  # private: why, below
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
@@ -52,27 +52,23 @@ from pipelines.config.tune import TuneParams
 from pipelines.io import atomic_path, write_json
 from pipelines.paths import TUNE_BEST_PARAMS, TUNE_DIR
 from pipelines.ray_cluster import NodeLog, stage_session, storage_uri
-from pipelines.training.run_plan import (
-    code_digest,
-    fingerprint,
-    member_entries,
-    require_fits,
-    resolve_shards,
-    run_config,
-)
+from pipelines.training.run_plan import code_digest, fingerprint, require_fits, resolve_shards, run_config
+from pipelines.training.worker_config import WorkerConfig
 from pipelines.tuning.halving import SynchronousHalving, rungs, verdicts
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_count, trial_overrides
 from pipelines.tuning.trial import EARLIER, HISTORY_COLUMNS, Objective, TrialPlan, run_trial
 from pipelines.workspace import workspace_lock
 
+# ray._common, pinned (pyproject.toml: ray <2.61) and checked by tests/test_ray_private.py: the resource only
+# the head node has, which no public API names; trial drivers must run there (docs/cluster.md).
 HEAD_NODE_SHARE = 0.001  # of the head's one HEAD_NODE_RESOURCE_NAME: room for a thousand trial drivers
 # Settings that change where or how fast the search runs, not what it finds.
 NOT_FINGERPRINTED = ("storage_path", "max_concurrent_trials", "driver_cpus", "driver_memory_mb")
 
 
-def member_objective(tp: TuneParams, entry: MemberParams, member: dict) -> Objective:
+def member_objective(tp: TuneParams, entry: MemberParams, member: WorkerConfig) -> Objective:
     """The objective over the heads the member is trained for (EANN weights: half on, METHOD.md §6)."""
-    costs = head_costs(meta_model(member["model"]), tuple(member["input_shape"]))
+    costs = head_costs(meta_model(member.model), member.input_shape)
     head = milestone_heads(costs)[MILESTONE_KEYS[tp.milestone]]
     first = eann_first_head(len(costs)) if entry.eann_weights else 0
     if tp.objective == "val_top1":
@@ -92,7 +88,7 @@ def tuned_train(params: Params) -> TrainParams:
     """The train section every trial starts from: the tuned member alone (its weighting is the trial's), with
     tune's epochs and scaling."""
     tp = params.tune
-    entries = {e.name: e for e in member_entries(params.train)}
+    entries = {e.name: e for e in params.train.member_entries()}
     name = list(entries)[-1] if tp.member == "last" else tp.member
     if name not in entries:
         raise cli.UserError(f"tune.member = {tp.member!r} is not a train member: choose from {list(entries)}")
@@ -114,8 +110,8 @@ def plan_search(params: Params) -> tuple[TrialPlan, str]:
     search = tp.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
     # Every trial replaces the weighting and the optimiser settings in the space: applying the winner to
     # params.yaml then leaves the name alone, and the re-run stage restores this search.
-    trained = {k: v for k, v in base.items() if k != "weighting"}
-    trained["optimizer"] = {k: v for k, v in base["optimizer"].items() if k not in tp.space.optimizer}
+    trained = base.model_dump(mode="json", exclude={"weighting"})
+    trained["optimizer"] = {k: v for k, v in base.optimizer.items() if k not in tp.space.optimizer}
     digest = fingerprint(
         {"tune": search, "member": trained, "objective_first_head": objective.first_head},
         manifest,
@@ -319,7 +315,7 @@ def tables(results: tune.ResultGrid, plan: TrialPlan, tp: TuneParams) -> tuple[p
         trial_id = Path(result.path).name
         overrides = trial_overrides(plan.space, result.config)
         weighting = overrides["weighting"]
-        family = plan.space.weighting[result.config["weighting"]["candidate"]].strategy
+        family = plan.space.weighting[result.config["weighting"]["candidate"]].family
         frame = frames[trial_id]
         if frame is not None and trial_id in stops:
             frame = frame[frame["epoch"] < stops[trial_id]]

@@ -26,21 +26,13 @@ from pipelines.paths import OPT_DIR, opt_run_name
 from pipelines.report import markdown, read_assembly
 from pipelines.trained_runs import opt_baselines, shared_test_size
 from tests.fixtures.params import project_params
+from tests.fixtures.records import make_record, write_run_record
 from tests.fixtures.stages import REPO, run_stage
 
 
 def write_run(root: Path, name: str, flops, val, test, *, test_size: int, eann: bool = False) -> None:
-    """One run directory as the train stage writes it (DESIGN.md "Member outputs"), minus the model."""
-    (root / name).mkdir(parents=True)
-    metrics = {
-        "member": name,
-        "flops": flops,
-        "val_top1": val,
-        "test_top1": test,
-        "head_units": [],
-        "strategy": {"strategy": "sieve", "eann": True} if eann else {"strategy": "sieve"},
-    }
-    (root / name / "metrics.json").write_text(json.dumps(metrics))
+    """One run directory as the train stage writes it (``anytime.record``), minus the model and probs."""
+    write_run_record(root / name, make_record(name, flops, val, test, eann=eann))
     np.save(root / name / "labels_test.npy", np.zeros(test_size, dtype=np.int64))
     write_checksums(root / name)
 

@@ -118,7 +118,7 @@ def s3_project(
         "scaling": {"num_workers": 1, "cpus_per_worker": 1},
         "storage_path": f"s3://{bucket}/ray/tune",
         "space": {
-            "weighting": [{"strategy": "static", "scheme": "sieve"}],
+            "weighting": [{"family": "static", "scheme": "sieve"}],
             "optimizer": {"lr": {"grid": list(lrs)}, "weight_decay": 0.0},
         },
     }

@@ -46,8 +46,8 @@ RAY_NOISE = (  # what Ray prints that the stages keep in their logs
     "╭",
 )
 RESULTS = (  # what a run decides: every member's metrics, the search's table and winner
-    "outputs/members/a/metrics.json",
-    "outputs/members/b/metrics.json",
+    "outputs/members/a/record.json",
+    "outputs/members/b/record.json",
     "outputs/tune/trials.csv",
     "outputs/tune/history.csv",
     "outputs/tune/best.json",

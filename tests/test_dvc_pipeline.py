@@ -20,6 +20,7 @@ import pytest
 import yaml
 from dvc.ui.table import SHOW_MAX_WIDTH
 
+from anytime.record import read_record
 from tests.fixtures.dvc_project import commit, copy_project, history, sh, tiny_params
 
 GIT_TRACKED = (  # small metrics and plot data: what `dvc exp show` / `dvc plots diff` read at a revision
@@ -83,8 +84,8 @@ def repro_trains_all_then_nothing_then_only_the_edited_member(project: Path, env
         assert f"Running stage '{stage}'" in first
     assert "2 runs planned, 0 up to date, 2 to train" in first
     for name, heads in (("a", 3), ("b", 6)):
-        metrics = json.loads((project / "outputs/members" / name / "metrics.json").read_text())
-        assert len(metrics["test_top1"]) == heads and metrics["epochs"] == 1
+        record = read_record(project / "outputs/members" / name)
+        assert len(record.test_error) == heads and record.epochs == 1
     a_before, b_before = history(project, "a"), history(project, "b")
     assert [row["epoch"] for row in a_before] == [0]
 
@@ -99,7 +100,7 @@ def repro_trains_all_then_nothing_then_only_the_edited_member(project: Path, env
     b_after = history(project, "b")
     assert [row["epoch"] for row in b_after] == [0, 1]
     assert min(int(row["timestamp"]) for row in b_after) > max(int(row["timestamp"]) for row in b_before)
-    assert json.loads((project / "outputs/members/b/metrics.json").read_text())["epochs"] == 2
+    assert read_record(project / "outputs/members/b").epochs == 2
     assert "Data and pipelines are up to date" in sh(project, "dvc", "status", "train")
 
 

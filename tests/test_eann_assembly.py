@@ -5,6 +5,7 @@ import json
 import pytest
 
 from anytime.eann import EannCurve, MemberCurve, assemble, eann_curve, load_member, opt_curve, opt_plus_curve
+from tests.fixtures.records import make_record, write_run_record
 
 A = MemberCurve("a", [1, 2], [0.5, 0.4], [0.52, 0.41])
 B = MemberCurve("b", [1, 2, 3, 4], [0.6, 0.35, 0.3, 0.2], [0.6, 0.30, 0.33, 0.21])
@@ -128,11 +129,10 @@ def test_a_member_seen_as_a_plain_network_keeps_only_its_final_output():
 
 
 def test_load_member_reads_the_train_stage_contract(tmp_path):
-    metrics = {"member": "m0", "flops": [10, 20], "val_top1": [0.3, 0.2], "test_top1": [0.31, 0.19]}
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    write_run_record(tmp_path, make_record("m0", [10, 20], [0.3, 0.2], [0.31, 0.19]))
     assert load_member(tmp_path) == MemberCurve("m0", [10.0, 20.0], [0.3, 0.2], [0.31, 0.19])
-    (tmp_path / "metrics.json").write_text(json.dumps({"member": "m0"}))
-    with pytest.raises(ValueError, match="not a member metrics file"):
+    (tmp_path / "record.json").write_text(json.dumps({"format_version": 1, "name": "m0"}))
+    with pytest.raises(ValueError, match=r"record\.json: not a run record"):
         load_member(tmp_path)
     with pytest.raises(FileNotFoundError, match="run the train stage"):
         load_member(tmp_path / "missing")
@@ -143,14 +143,8 @@ def test_load_member_reads_the_train_stage_contract(tmp_path):
 )
 def test_load_member_knows_which_heads_eann_weights_left_untrained(tmp_path, heads, eann, untrained):
     """EANN weights zero the first floor(K/2) head weights (METHOD.md §7): those heads never had a loss."""
-    metrics = {
-        "member": "m1",
-        "flops": list(range(1, heads + 1)),
-        "val_top1": [0.5] * heads,
-        "test_top1": [0.5] * heads,
-        "strategy": {"strategy": "sieve", "eann": eann},
-    }
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    flops = list(range(1, heads + 1))
+    write_run_record(tmp_path, make_record("m1", flops, [0.5] * heads, [0.5] * heads, eann=eann))
     member = load_member(tmp_path)
     assert member.untrained_heads == untrained
     assert [member.trained(h) for h in range(heads)] == [h >= untrained for h in range(heads)]

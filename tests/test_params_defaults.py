@@ -3,6 +3,7 @@ them, and the schema's lists of names are the library's."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, get_args
 
 import pytest
@@ -11,9 +12,16 @@ import yaml
 from anytime.data import DATASETS
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
+from anytime.train import make_optimizer, make_scheduler
 from anytime.weighting import SCHEMES, list_strategies
 from pipelines.config import AssembleParams, DataParams, Params, TrainParams, TuneParams, validate_params
-from pipelines.config.train import BottleneckParams, MilestoneFraction, ResANNParams
+from pipelines.config.train import (
+    BottleneckParams,
+    MilestoneFraction,
+    OptimizerParams,
+    ResANNParams,
+    ScheduleParams,
+)
 from tests.fixtures.params import REFERENCE, ROOT, error_for, project_params, with_section
 
 
@@ -56,7 +64,7 @@ def test_name_lists_are_the_library_registries() -> None:
     assert get_args(ResANNParams.model_fields["name"].annotation) == ("resann",) and "resann" in list_models()
     assert {float(f) for f in get_args(MilestoneFraction)} == {float(f) for f in MILESTONES.values()}
     static = TuneParams().space.weighting[0]
-    assert static.strategy == "static" and set(static.scheme.choice) == set(SCHEMES) - {"opt"}
+    assert static.family == "static" and set(static.scheme.choice) == set(SCHEMES) - {"opt"}
 
 
 @pytest.mark.parametrize(
@@ -72,3 +80,25 @@ def test_a_name_the_library_lacks_is_one_line_with_the_allowed_ones(section, val
     message = error_for(with_section(section, **values))
     assert "'nope'" in message or "'resann7'" in message
     assert all(f"'{name}'" in message for name in allowed), message
+
+
+@pytest.mark.parametrize(
+    ("section", "function", "pipeline_only", "library_only"),
+    [
+        # reference_batch: the global batch lr is stated at (the pipeline scales it to its workers' batch);
+        # fused: how the step runs on a device, not what it learns.
+        (OptimizerParams, make_optimizer, {"reference_batch"}, {"fused"}),
+        (ScheduleParams, make_scheduler, set(), set()),
+    ],
+)
+def test_the_train_defaults_are_the_library_signatures(
+    section, function, pipeline_only, library_only
+) -> None:
+    """A notebook user calling the library with its defaults trains what ``dvc repro`` trains."""
+    signature = inspect.signature(function).parameters
+    library = {name: p.default for name, p in signature.items() if p.default is not p.empty}
+    pipeline = section().model_dump()
+    assert set(pipeline) - set(library) == pipeline_only and set(library) - set(pipeline) == library_only
+    assert {k: v for k, v in pipeline.items() if k in library} == {
+        k: v for k, v in library.items() if k in pipeline
+    }

@@ -1,7 +1,5 @@
 """Real anytime inference: budgets and deadlines stop the computation; early exit shrinks the batch."""
 
-import json
-import pickle
 import threading
 import time
 from fractions import Fraction
@@ -12,9 +10,12 @@ import torch
 from sklearn.datasets import load_digits
 
 from anytime.eann.early_exit import average_cost, calibrate_threshold, classify_with_exits, running_costs
-from anytime.eann.predictor import AnytimePredictor, load_trained
+from anytime.eann.predictor import AnytimePredictor
 from anytime.flops import head_costs
+from anytime.integrity import CorruptFileError
 from anytime.models import create_model
+from anytime.record import DatasetInfo, load_network, save_network
+from tests.fixtures.records import make_record, write_run_record
 
 SHAPE = (1, 8, 8)
 
@@ -126,14 +127,25 @@ def test_eann_compares_only_a_running_members_heads_and_answers_a_finished_membe
     assert (latest.member, latest.head) == (1, 0)
 
 
+DIGITS = DatasetInfo(
+    name="digits", input_shape=SHAPE, mean=(0.3,), std=(0.4,), class_names=tuple(map(str, range(10)))
+)
+
+
+def save_member(directory, model, errors=None):
+    """A run directory as the train stage leaves it: record.json and model.pt."""
+    errors = errors or [0.5] * model.num_heads
+    flops = head_costs(model, SHAPE)
+    write_run_record(
+        directory, make_record(directory.name, flops, errors, errors, model=model.config, dataset=DIGITS)
+    )
+    save_network(directory, model)
+
+
 def test_eann_from_trained_outputs(tmp_path):
     members = [tiny(0, n=1), tiny(1, n=2)]
     for name, model in zip(("big", "small"), reversed(members), strict=True):  # listed out of depth order
-        (tmp_path / name).mkdir()
-        torch.save({"config": model.config, "state_dict": model.state_dict()}, tmp_path / name / "model.pt")
-        errors = [0.5 - 0.01 * k for k in range(model.num_heads)]
-        metrics = {"member": name, "flops": head_costs(model, SHAPE), "val_top1": errors, "test_top1": errors}
-        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+        save_member(tmp_path / name, model, [0.5 - 0.01 * k for k in range(model.num_heads)])
     predictor = AnytimePredictor.from_outputs([tmp_path / "big", tmp_path / "small"], SHAPE)
     assert [m.num_heads for m in predictor.models] == [3, 6] and predictor.val_errors[0][-1] == 0.48
     x = torch.randn(4, *SHAPE)
@@ -165,9 +177,10 @@ def test_bad_members_or_validation_errors_are_one_clear_value_error():
 def test_loading_a_member_refuses_anything_but_plain_weights(tmp_path):
     model = tiny()
     checkpoint = {"config": model.config, "state_dict": model.state_dict()}
+    save_member(tmp_path, model)
     torch.save({**checkpoint, "note": Fraction(1, 2)}, tmp_path / "model.pt")  # unpickling runs its class
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        load_trained(tmp_path)
+    with pytest.raises(CorruptFileError, match=r"model\.pt: holds objects beyond tensors and plain data"):
+        load_network(tmp_path)
 
 
 # torch.save tags each storage with its device; while this is set, storages are tagged as on the first GPU
@@ -182,10 +195,10 @@ def test_a_member_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
     model = tiny()
     _TAG_AS_GPU.set()
     try:
-        torch.save({"config": model.config, "state_dict": model.state_dict()}, tmp_path / "model.pt")
+        save_member(tmp_path, model)
     finally:
         _TAG_AS_GPU.clear()
-    loaded = load_trained(tmp_path)
+    loaded = load_network(tmp_path)
     for (name, saved), (_, restored) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
     ):

@@ -10,16 +10,17 @@ from anytime.train import load_checkpoint
 from pipelines.config.train import MemberParams, TrainParams
 from pipelines.training.run_plan import run_config
 from pipelines.training.train_worker import WorkerState, batchnorm_across_ranks
+from pipelines.training.worker_config import WorkerConfig
 
 MANIFEST = {"num_classes": 10, "image_shape": [8, 8, 1]}
 
 
-def worker_config(**train) -> dict:
+def worker_config(**train) -> WorkerConfig:
     params = TrainParams.model_validate({"model": {"name": "resann", "c": 4}, **train})
     return run_config(params, MemberParams(name="m0", n=1), MANIFEST, shards="unused", endpoint_url=None)
 
 
-def trained_checkpoint(config: dict, path) -> dict:
+def trained_checkpoint(config: WorkerConfig, path) -> dict:
     """A CPU worker's checkpoint after one step, so the optimiser holds momentum buffers."""
     state = WorkerState.build(config, torch.device("cpu"))
     images, labels = torch.randn(4, 1, 8, 8), torch.arange(4)

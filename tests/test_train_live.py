@@ -14,6 +14,7 @@ from anytime.metrics import anytime_auc
 from pipelines.live import StageLive
 from pipelines.train import final_summary
 from pipelines.training.run_plan import PlannedRun
+from tests.fixtures.records import make_record
 
 HEADS = 3
 EPOCHS = 4
@@ -157,9 +158,9 @@ def test_summary_is_a_handful_of_numbers_per_run(tmp_path: Path):
 
 
 def test_final_summary_is_test_error_auc_and_milestones_for_members_only():
-    metrics = {"flops": [1, 2, 4, 8], "test_top1": [0.9, 0.8, 0.7, 0.6]}
-    member = final_summary(PlannedRun("m1", "member", {}, FP[1]), metrics)
-    auc = anytime_auc(metrics["flops"], metrics["test_top1"])
+    record = make_record("m1", [1, 2, 4, 8], [0.9] * 4, [0.9, 0.8, 0.7, 0.6])
+    member = final_summary(PlannedRun("m1", "member", {}, FP[1]), record)
+    auc = anytime_auc(record.flops, record.test_error)
     # heads within 1/4, 1/2, 3/4 of the final cost (8): costs 2, 4, 4
     assert member == {
         "test_error": 0.6,
@@ -168,7 +169,7 @@ def test_final_summary_is_test_error_auc_and_milestones_for_members_only():
         "test_error_50": 0.7,
         "test_error_75": 0.7,
     }
-    assert final_summary(PlannedRun("m1-opt2", "opt", {}, FP[1]), metrics) == {
+    assert final_summary(PlannedRun("m1-opt2", "opt", {}, FP[1]), record) == {
         "test_error": 0.6,
         "test_auc": auc,
     }

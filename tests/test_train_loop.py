@@ -475,11 +475,11 @@ def test_bad_settings_raise_clear_value_error(build, match):
 
 
 def test_optimizer_defaults_are_the_resnet_recipe_and_frozen_parameters_stay_out():
-    """SGD, lr 0.1, momentum 0.9, weight decay 1e-4 on everything, no Nesterov: the papers' recipe."""
+    """SGD, lr 0.1, momentum 0.9, weight decay 5e-4 on everything, no Nesterov: the train stage's recipe."""
     model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
     model[1].weight.requires_grad_(False)
     (group,) = make_optimizer(model).param_groups
-    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.1, 0.9, 1e-4)
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.1, 0.9, 5e-4)
     assert group["nesterov"] is False and group["dampening"] == 0
     assert [id(p) for p in group["params"]] == [id(model[0].weight), id(model[0].bias), id(model[1].bias)]
 
@@ -498,19 +498,22 @@ def test_step_schedule_milestones_and_gamma_by_hand():
     model = torch.nn.Linear(2, 1)
 
     def milestones(epochs: int, **kwargs) -> list[int]:
-        scheduler = make_scheduler(make_optimizer(model), epochs=epochs, **kwargs)
-        assert isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR)  # "step" is the default
+        scheduler = make_scheduler(make_optimizer(model), name="step", epochs=epochs, **kwargs)
+        assert isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR)
         return sorted(scheduler.milestones.elements())
 
     assert [milestones(e) for e in (1, 2, 3, 5, 8)] == [[1], [1], [1, 2], [2, 3], [4, 6]]
     assert milestones(5, milestones=(2, 5)) == [2, 5]
 
     opt = make_optimizer(model, lr=1.0)
-    assert lrs(make_scheduler(opt, epochs=4, milestones=[1, 3], gamma=0.5), opt, 4) == [1.0, 0.5, 0.5, 0.25]
+    step = make_scheduler(opt, name="step", epochs=4, milestones=[1, 3], gamma=0.5)
+    assert lrs(step, opt, 4) == [1.0, 0.5, 0.5, 0.25]
     opt = make_optimizer(model, lr=1.0)
-    assert lrs(make_scheduler(opt, epochs=2, milestones=[1], gamma=1.0), opt, 2) == [1.0, 1.0]
+    assert lrs(make_scheduler(opt, name="step", epochs=2, milestones=[1], gamma=1.0), opt, 2) == [1.0, 1.0]
     opt = make_optimizer(model, lr=1.0)
-    assert lrs(make_scheduler(opt, name="cosine", epochs=1), opt, 2) == [1.0, 0.0]
+    assert lrs(make_scheduler(opt, epochs=1), opt, 2) == [1.0, 0.0]  # cosine, the default
+    with pytest.raises(ValueError, match="'step' takes them"):
+        make_scheduler(opt, epochs=4, milestones=[2])
 
 
 @pytest.fixture

@@ -96,25 +96,25 @@ def test_generated_members_grow_by_base_and_later_ones_zero_their_first_half():
     params = TrainParams.model_validate({"eann": {"base": 3, "members": 3, "n0": 2}, "opt": {"members": []}})
     runs = plan_runs(params, MANIFEST, shards="/s", code="c")
     assert [r.name for r in runs] == ["m0", "m1", "m2"]
-    assert [r.config["model"]["n"] for r in runs] == [2, 6, 18]
-    assert [r.config["weighting"].get("eann", False) for r in runs] == [False, True, True]
+    assert [r.config.model["n"] for r in runs] == [2, 6, 18]
+    assert [r.config.weighting.get("eann", False) for r in runs] == [False, True, True]
     model = {"name": "resann", "c": 16, "period": 1, "shortcut": "pad", "n": 2}
-    assert runs[0].config["model"] == {**model, "num_classes": 10, "in_channels": 1}
+    assert runs[0].config.model == {**model, "num_classes": 10, "in_channels": 1}
 
 
 def test_opt_baselines_sit_at_the_measured_milestone_heads():
     params = TrainParams.model_validate({"eann": {"members": 2}, "model": {"name": "resann", "c": 4}})
     runs = plan_runs(params, MANIFEST, shards="/s", code="c")
     last = next(r for r in runs if r.name == "m1").config
-    expected = sorted(set(milestone_heads(head_costs(create_model(**last["model"]), (1, 8, 8))).values()))
+    expected = sorted(set(milestone_heads(head_costs(create_model(**last.model), (1, 8, 8))).values()))
     opts = [r for r in runs if r.kind == "opt"]
-    assert [r.config["model"]["truncate_at"] for r in opts] == expected
+    assert [r.config.model["truncate_at"] for r in opts] == expected
     assert [r.name for r in opts] == [f"m1-opt{j}" for j in expected]
     for run in opts:
-        j = run.config["model"]["truncate_at"]
-        assert run.config["weighting"] == {"strategy": "opt", "j": j}
+        j = run.config.model["truncate_at"]
+        assert run.config.weighting == {"strategy": "opt", "j": j} and run.config.name == run.name
         assert run.out_dir == OPT_DIR / run.name
-        assert create_model(**run.config["model"]).num_heads == j + 1
+        assert create_model(**run.config.model).num_heads == j + 1
 
 
 def test_editing_one_listed_member_changes_only_its_fingerprint():
@@ -154,8 +154,8 @@ def test_a_device_or_precision_change_retrains_instead_of_resuming(change):
 def test_batch_is_per_device_and_the_rate_scales_linearly_with_the_global_batch():
     """lr is stated at reference_batch (64); 4 workers x 64 per device = 256, 4 times the rate."""
     one = plan_runs(TrainParams.model_validate({"opt": {"members": []}}), MANIFEST, shards="/s", code="c")
-    assert one[0].config["batch_size"] == 64 and one[0].config["optimizer"]["lr"] == 0.1
-    assert "reference_batch" not in one[0].config["optimizer"]  # make_optimizer's kwargs only
+    assert one[0].config.batch_size == 64 and one[0].config.optimizer["lr"] == 0.1
+    assert "reference_batch" not in one[0].config.optimizer  # make_optimizer's kwargs only
     four = TrainParams.model_validate(
         {
             "opt": {"members": []},
@@ -164,7 +164,7 @@ def test_batch_is_per_device_and_the_rate_scales_linearly_with_the_global_batch(
         }
     )
     run = plan_runs(four, MANIFEST, shards="/s", code="c")[0]
-    assert run.config["batch_size"] == 64 and run.config["optimizer"]["lr"] == pytest.approx(0.1)
+    assert run.config.batch_size == 64 and run.config.optimizer["lr"] == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(
@@ -212,22 +212,22 @@ def test_each_run_trains_on_its_own_workers_with_the_rate_for_their_global_batch
     members = [{"name": "small", "n": 1}, {"name": "big", "n": 2, "scaling": gpus}]
     params = TrainParams.model_validate({"members": members, "opt": {"milestones": [1]}})
     runs = {run.name: run for run in plan_runs(params, MANIFEST, shards="/s", code="c")}
-    assert runs["small"].scaling == params.scaling and runs["small"].config["num_workers"] == 1
-    assert runs["big"].scaling.num_workers == 4 and runs["big"].config["use_gpu"]
-    assert runs["big"].config["optimizer"]["lr"] == pytest.approx(4 * runs["small"].config["optimizer"]["lr"])
+    assert runs["small"].scaling == params.scaling and runs["small"].config.num_workers == 1
+    assert runs["big"].scaling.num_workers == 4 and runs["big"].config.use_gpu
+    assert runs["big"].config.optimizer["lr"] == pytest.approx(4 * runs["small"].config.optimizer["lr"])
     (opt,) = [run for run in runs.values() if run.kind == "opt"]
-    assert opt.scaling == runs["big"].scaling and opt.config["num_workers"] == 4  # the member's
+    assert opt.scaling == runs["big"].scaling and opt.config.num_workers == 4  # the member's
     one_gpu = {"use_gpu": True, "gpus_per_worker": 0.5}
     params = TrainParams.model_validate({"members": members, "opt": {"milestones": [1], "scaling": one_gpu}})
     (opt,) = [run for run in plan_runs(params, MANIFEST, shards="/s", code="c") if run.kind == "opt"]
-    assert opt.scaling.gpus_per_worker == 0.5 and opt.config["num_workers"] == 1
-    assert opt.config["optimizer"]["lr"] == pytest.approx(runs["small"].config["optimizer"]["lr"])
+    assert opt.scaling.gpus_per_worker == 0.5 and opt.config.num_workers == 1
+    assert opt.config.optimizer["lr"] == pytest.approx(runs["small"].config.optimizer["lr"])
 
 
 def test_deterministic_kernels_are_off_by_default_and_fingerprinted():
     default = plan_runs(TrainParams.model_validate({"opt": {"members": []}}), MANIFEST, shards="/s", code="c")
     exact = TrainParams.model_validate({"opt": {"members": []}, "deterministic": True})
-    assert default[0].config["deterministic"] is False
+    assert default[0].config.deterministic is False
     assert plan_runs(exact, MANIFEST, shards="/s", code="c")[0].fingerprint != default[0].fingerprint
 
 
@@ -241,7 +241,7 @@ def test_planner_passes_seed_and_eann_exactly_where_the_library_takes_them():
         params = TrainParams.model_validate(
             {"members": members, "weighting": {"strategy": name}, "opt": {"members": []}, "seed": 7}
         )
-        configs = {r.name: r.config["weighting"] for r in plan_runs(params, MANIFEST, shards="/s", code="c")}
+        configs = {r.name: r.config.weighting for r in plan_runs(params, MANIFEST, shards="/s", code="c")}
         assert ("seed" in configs["a"]) == ("seed" in strategy_hparams(name)), name
         assert "eann" not in configs["a"] and configs["b"].get("eann", False) == takes_eann, name
         for config in configs.values():

@@ -6,7 +6,6 @@ through a worker crash, are in ``tests/test_cluster_multinode.py``.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from anytime.data import ShardDataset
-from anytime.models import create_model
+from anytime.record import load_network, read_record
 from pipelines.live import StageLive
 from pipelines.paths import LIVE_DIR, LOGS_DIR, MEMBERS_DIR
 
@@ -54,22 +52,19 @@ def history(project: Path, run: str) -> list[tuple[int, int]]:
 
 
 def check_outputs(out: Path, *, num_heads: int, epochs: int = 3) -> None:
-    """DESIGN.md "Member outputs": arrays, metrics.json and a model.pt that rebuilds the network."""
+    """The run outputs (``anytime.record``): arrays, record.json and a model.pt that rebuilds the network."""
     probs_val, probs_test = np.load(out / "probs_val.npy"), np.load(out / "probs_test.npy")
     labels_val, labels_test = np.load(out / "labels_val.npy"), np.load(out / "labels_test.npy")
     assert probs_val.dtype == np.float32 and labels_val.dtype == np.int64
     assert probs_val.shape == (num_heads, 144, 10) and probs_test.shape == (num_heads, 360, 10)
     assert labels_val.shape == (144,) and labels_test.shape == (360,)
     np.testing.assert_allclose(probs_test.sum(axis=2), 1.0, atol=1e-4)
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["flops"]) == len(metrics["val_top1"]) == len(metrics["test_top1"]) == num_heads
-    assert metrics["flops"] == sorted(metrics["flops"]) and metrics["epochs"] == epochs
+    record = read_record(out)
+    assert len(record.flops) == len(record.val_error) == len(record.test_error) == num_heads
+    assert record.flops == sorted(record.flops) and record.epochs == epochs and record.name == out.name
     final_test_error = float((probs_test[-1].argmax(axis=1) != labels_test).mean())
-    assert metrics["test_top1"][-1] == pytest.approx(final_test_error)
-    saved = torch.load(out / "model.pt", weights_only=True)
-    model = create_model(**saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    assert model.num_heads == num_heads
+    assert record.test_error[-1] == pytest.approx(final_test_error)
+    assert load_network(out).num_heads == num_heads
 
 
 @pytest.mark.heavy

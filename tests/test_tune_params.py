@@ -18,8 +18,10 @@ from anytime.metrics import anytime_auc, milestone_heads
 from anytime.weighting import create_strategy, eann_first_head, strategy_hparams
 from pipelines.cli import UserError
 from pipelines.config import load_params, validate_params
-from pipelines.config.train import MemberParams
+from pipelines.config.train import MemberParams, TrainParams
 from pipelines.paths import TUNE_BEST_PARAMS
+from pipelines.training.run_plan import run_config
+from pipelines.training.worker_config import WorkerConfig
 from pipelines.tune import member_objective, pick_best, plan_search, plot_trials, tuned_train
 from pipelines.tuning.search_space import flat_overrides, param_space, trial_overrides
 from pipelines.tuning.trial import Objective, TrialPlan
@@ -41,7 +43,7 @@ def samples(space, search_alg: str, n: int) -> list[dict]:
 
 def test_project_tune_section_covers_every_strategy_family():
     tune = load_params(ROOT / "params.yaml").tune
-    assert [c.strategy for c in tune.space.weighting] == ["static", "alternating", "adaloss", "noregret"]
+    assert [c.family for c in tune.space.weighting] == ["static", "alternating", "adaloss", "noregret"]
     assert tune.objective == "val_auc" and tune.scheduler.name == "halving" and tune.search_alg == "random"
     assert set(tune.space.optimizer) == {"lr", "weight_decay"}
 
@@ -81,15 +83,15 @@ def test_grid_runs_every_candidate_for_every_optimizer_grid_value():
 @pytest.mark.parametrize(
     ("candidate", "needle"),
     [
-        ({"strategy": "adaloss", "gamma": {"uniform": [0.0, 0.2]}}, "gamma"),  # gamma must be > 0
-        ({"strategy": "adaloss", "rho": 2.0}, "rho"),  # not an AdaLoss hyperparameter
-        ({"strategy": "noregret", "learner": {"choice": ["rwm", "hedge"]}}, "hedge"),
-        ({"strategy": "noregret", "learner": "avgl", "momentum": {"uniform": [0.5, 1.0]}}, "momentum"),
-        ({"strategy": "static", "scheme": {"choice": ["sieve", "cubic"]}}, "cubic"),
-        ({"strategy": "alternating", "rho": {"uniform": [3.0, 2.0]}}, "[3.0, 2.0]"),
-        ({"strategy": "alternating", "rho": {"normal": [2.0, 1.0]}}, "search dimension"),
-        ({"strategy": "adaloss", "update_period": {"grid": [10, 100]}}, "grid"),
-        ({"strategy": "hyperband"}, "hyperband"),
+        ({"family": "adaloss", "gamma": {"uniform": [0.0, 0.2]}}, "gamma"),  # gamma must be > 0
+        ({"family": "adaloss", "rho": 2.0}, "rho"),  # not an AdaLoss hyperparameter
+        ({"family": "noregret", "learner": {"choice": ["rwm", "hedge"]}}, "hedge"),
+        ({"family": "noregret", "learner": "avgl", "momentum": {"uniform": [0.5, 1.0]}}, "momentum"),
+        ({"family": "static", "scheme": {"choice": ["sieve", "cubic"]}}, "cubic"),
+        ({"family": "alternating", "rho": {"uniform": [3.0, 2.0]}}, "[3.0, 2.0]"),
+        ({"family": "alternating", "rho": {"normal": [2.0, 1.0]}}, "search dimension"),
+        ({"family": "adaloss", "update_period": {"grid": [10, 100]}}, "grid"),
+        ({"family": "hyperband"}, "hyperband"),
     ],
 )
 def test_bad_weighting_candidates_fail_at_the_door_naming_the_problem(candidate, needle):
@@ -189,9 +191,10 @@ def test_objective_of_an_eann_member_ignores_the_heads_its_weights_leave_untrain
     assert objective.value({"val_top1": [*untrained, 0.2, 0.1, 0.1]}) < value
 
 
-def member_config(n: int) -> dict:
-    model = {"name": "resann", "n": n, "c": 4, "period": 1, "shortcut": "pad", "num_classes": 10}
-    return {"model": {**model, "in_channels": 1}, "input_shape": [1, 8, 8]}
+def member_config(n: int) -> WorkerConfig:
+    train = TrainParams.model_validate({"model": {"name": "resann", "c": 4, "period": 1}})
+    manifest = {"image_shape": [8, 8, 1], "num_classes": 10}
+    return run_config(train, MemberParams(name="m2", n=n), manifest, shards="/s", endpoint_url=None)
 
 
 @pytest.mark.parametrize(("eann_weights", "first_head"), [(False, 0), (True, 6)])
@@ -291,8 +294,8 @@ def test_a_trial_keeps_the_members_eann_weights_where_its_strategy_takes_them():
         config = plan.member_config(
             {"weighting": {"candidate": candidate, "weighting": sample}, "optimizer": optimizer}
         )
-        weighting = config["weighting"]
-        assert config["member"] == "m2" and config["epochs"] == params.tune.epochs
+        weighting = config.weighting
+        assert config.name == "m2" and config.epochs == params.tune.epochs
         assert weighting.get("eann", False) == ("eann" in strategy_hparams(weighting["strategy"]))
     assert weighting["strategy"] == "exp3" and "momentum" not in weighting  # AVG-L's only
 

@@ -44,7 +44,7 @@ def write_project(root: Path, shards: Path) -> Path:
         "max_concurrent_trials": 2,
         "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
         "space": {
-            "weighting": [{"strategy": "static", "scheme": "sieve"}],
+            "weighting": [{"family": "static", "scheme": "sieve"}],
             "optimizer": {"lr": {"grid": [DEAD_LR, GOOD_LR]}, "weight_decay": 0.0},
         },
     }

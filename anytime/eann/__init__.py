@@ -5,7 +5,7 @@ from anytime.eann.assembly import assemble, eann_curve, opt_curve, opt_plus_curv
 from anytime.eann.curves import EannCurve, MemberCurve, load_member
 from anytime.eann.early_exit import ExitResult, calibrate_threshold, classify_with_exits, running_costs
 from anytime.eann.inflation import Inflation, inflation, inflation_limits
-from anytime.eann.predictor import AnytimePredictor, Prediction, load_trained
+from anytime.eann.predictor import AnytimePredictor, Prediction
 from anytime.eann.schedule import Run, compute_spent, fifo_schedule, geometric_costs
 from anytime.eann.summary import Assembly, EannSummary, OptBaseline
 
@@ -30,7 +30,6 @@ __all__ = [
     "inflation",
     "inflation_limits",
     "load_member",
-    "load_trained",
     "opt_curve",
     "opt_plus_curve",
     "running_costs",

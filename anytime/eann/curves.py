@@ -1,18 +1,17 @@
 """The two curves an EANN is built from and judged by: a member's error per head, an EANN's error per budget.
 
-A :class:`MemberCurve` is one trained network as the train stage leaves it (``metrics.json``, DESIGN.md
-"Member outputs"); an :class:`EannCurve` is what an assembly of members answers at each wall-clock budget
+A :class:`MemberCurve` is one trained network's errors as its run record holds them (:mod:`anytime.record`);
+an :class:`EannCurve` is what an assembly of members answers at each wall-clock budget
 (:mod:`anytime.eann.assembly`), a step function that the summary and the report read.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
-from anytime.weighting import eann_first_head
+from anytime.record import RunRecord, read_record
 
 
 @dataclass(frozen=True)
@@ -51,29 +50,18 @@ class MemberCurve:
         """Whether ``head`` had a loss during training (a head EANN weights zeroed did not)."""
         return head >= self.untrained_heads
 
+    @classmethod
+    def from_record(cls, record: RunRecord) -> MemberCurve:
+        return cls(record.name, record.flops, record.val_error, record.test_error, record.untrained_heads)
+
     def final_only(self) -> MemberCurve:
         """The same network seen as a plain one: only its final output exists."""
         return MemberCurve(self.name, self.flops[-1:], self.val_error[-1:], self.test_error[-1:])
 
 
 def load_member(directory: str | Path) -> MemberCurve:
-    """Read a member (or OPT run) from its ``metrics.json`` (the train stage's output contract)."""
-    path = Path(directory) / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-        flops = [float(f) for f in metrics["flops"]]
-        eann_weights = bool(metrics.get("strategy", {}).get("eann", False))
-        return MemberCurve(
-            name=str(metrics.get("member", Path(directory).name)),
-            flops=flops,
-            val_error=[float(e) for e in metrics["val_top1"]],
-            test_error=[float(e) for e in metrics["test_top1"]],
-            untrained_heads=eann_first_head(len(flops)) if eann_weights else 0,
-        )
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing (run the train stage first)") from None
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a member metrics file ({exc!r})") from None
+    """A member's (or OPT run's) curve, from its run record (``anytime.record.read_record``)."""
+    return MemberCurve.from_record(read_record(directory))
 
 
 COLUMNS = ("budget", "test_error", "val_error", "member", "head", "compute")

@@ -21,16 +21,8 @@ from torch import Tensor
 
 from anytime.eann.curves import load_member
 from anytime.eann.engine import AnytimeEngine, Status
-from anytime.models import AnytimeNet, create_model
-
-
-def load_trained(directory: str | Path) -> AnytimeNet:
-    """The trained network of a member/OPT output directory (``model.pt``: config + weights), in eval mode."""
-    path = Path(directory) / "model.pt"
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = create_model(**saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    return model.eval()
+from anytime.models import AnytimeNet
+from anytime.record import load_network
 
 
 @dataclass
@@ -70,7 +62,7 @@ class AnytimePredictor:
     @classmethod
     def from_outputs(cls, directories: Sequence[str | Path], input_shape: Sequence[int]) -> AnytimePredictor:
         """An EANN from trained member directories (any order), run by depth, choosing on their val errors."""
-        loaded = sorted(((load_member(d), load_trained(d)) for d in directories), key=lambda p: p[0].cost)
+        loaded = sorted(((load_member(d), load_network(d)) for d in directories), key=lambda p: p[0].cost)
         return cls([m for _, m in loaded], input_shape, val_errors=[c.val_error for c, _ in loaded])
 
     @property

@@ -12,6 +12,7 @@ from anytime.weighting.base import (
     list_strategies,
     register_strategy,
     strategy_hparams,
+    takes_eann_weights,
 )
 from anytime.weighting.noregret import (
     AverageReward,
@@ -42,4 +43,5 @@ __all__ = [
     "relative_rewards",
     "static_weights",
     "strategy_hparams",
+    "takes_eann_weights",
 ]

@@ -166,6 +166,12 @@ def strategy_hparams(name: str) -> tuple[str, ...]:
     return tuple(p for p in _signature(_REGISTRY[name]).parameters if p != "num_heads")
 
 
+def takes_eann_weights(name: str) -> bool:
+    """Whether strategy ``name`` can train an EANN member (zero its first heads, METHOD.md §7): it takes
+    ``eann``. The one rule the params schema, the tune space and its trials all ask."""
+    return "eann" in strategy_hparams(name)
+
+
 def create_strategy(name: str, num_heads: int, **hparams: Any) -> WeightingStrategy:
     """Build a registered strategy; an unknown name or hyperparameter is a ValueError listing what exists."""
     if name not in _REGISTRY:

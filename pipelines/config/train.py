@@ -8,6 +8,8 @@ strategy takes come from the library's registries, so a wrong one fails here, be
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,8 +28,16 @@ from pydantic import (
 from anytime.metrics import MILESTONES
 from anytime.models import list_models
 from anytime.models.resann_imagenet import LAYOUTS
-from anytime.train import MIN_BN_BATCH
-from anytime.weighting import NORMALISATIONS, SCHEMES, create_strategy, list_strategies, strategy_hparams
+from anytime.train import MIN_BN_BATCH, SCHEDULERS, make_optimizer, make_scheduler
+from anytime.weighting import (
+    NORMALISATIONS,
+    SCHEMES,
+    create_strategy,
+    list_strategies,
+    strategy_hparams,
+    takes_eann_weights,
+)
+from pipelines.paths import member_name
 
 # Literals built from the library's registries: an error names the key, the value and what is allowed.
 StrategyName = Literal[tuple(list_strategies())]
@@ -92,7 +102,7 @@ class WeightingParams(_Section):
         return self.model_dump(exclude={"strategy"}, exclude_none=True)
 
     def takes(self, hparam: str) -> bool:
-        """Whether the library's strategy accepts ``hparam`` (e.g. ``seed``, ``eann``)."""
+        """Whether the library's strategy accepts ``hparam`` (e.g. ``seed``)."""
         return hparam in strategy_hparams(self.strategy)
 
     @model_validator(mode="after")
@@ -101,24 +111,38 @@ class WeightingParams(_Section):
         return self
 
 
-class OptimizerParams(_Section):
-    """SGD (``anytime.train.make_optimizer``); ``lr`` is the rate at a global batch of ``reference_batch``,
-    scaled linearly to the run's global batch (``anytime.train.scaled_lr``)."""
+def library_defaults(function: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of a library function: the one source of the schema's defaults for its kwargs."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not p.empty
+    }
 
-    lr: PositiveFloat = 0.1
+
+OPTIMIZER_DEFAULTS = library_defaults(make_optimizer)
+SCHEDULE_DEFAULTS = library_defaults(make_scheduler)
+
+
+class OptimizerParams(_Section):
+    """SGD (``anytime.train.make_optimizer``, whose signature gives the defaults); ``lr`` is the rate at a
+    global batch of ``reference_batch``, scaled linearly to the run's global batch
+    (``anytime.train.scaled_lr``)."""
+
+    lr: PositiveFloat = OPTIMIZER_DEFAULTS["lr"]
     reference_batch: PositiveInt = 64
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(default=5e-4, ge=0.0)
-    nesterov: bool = False
-    decay_norm_and_bias: bool = True
+    momentum: float = Field(default=OPTIMIZER_DEFAULTS["momentum"], ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=OPTIMIZER_DEFAULTS["weight_decay"], ge=0.0)
+    nesterov: bool = OPTIMIZER_DEFAULTS["nesterov"]
+    decay_norm_and_bias: bool = OPTIMIZER_DEFAULTS["decay_norm_and_bias"]
 
 
 class ScheduleParams(_Section):
-    """Per-epoch learning-rate schedule (``anytime.train.make_scheduler``)."""
+    """Per-epoch learning-rate schedule (``anytime.train.make_scheduler``, its signature the defaults)."""
 
-    name: Literal["step", "cosine"] = "cosine"
-    milestones: list[PositiveInt] | None = None
-    gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    name: Literal[SCHEDULERS] = SCHEDULE_DEFAULTS["name"]
+    milestones: list[PositiveInt] | None = SCHEDULE_DEFAULTS["milestones"]
+    gamma: float = Field(default=SCHEDULE_DEFAULTS["gamma"], gt=0.0, le=1.0)
 
     def check_epochs(self, epochs: int, epochs_key: str) -> None:
         """Step milestones must be strictly increasing epochs in ``1..epochs`` (``epochs_key`` names it)."""
@@ -263,7 +287,7 @@ class TrainParams(_Section):
             asked = []
         for key, own in asked:
             strategy = own or weighting
-            if not strategy.takes("eann"):
+            if not takes_eann_weights(strategy.strategy):
                 raise ValueError(
                     f"{key} is true but strategy '{strategy.strategy}' takes no EANN weights (it takes "
                     f"{', '.join(strategy_hparams(strategy.strategy))}): set {key} to false or pick another"
@@ -296,17 +320,27 @@ class TrainParams(_Section):
         opt = [("train.opt.scaling", self.opt.scaling)] if self.opt.scaling else []
         return [("train.scaling", self.scaling), *own, *opt]
 
+    def member_entries(self) -> list[MemberParams]:
+        """The members as explicit entries, in order of depth (generated ones named m0, m1, ...)."""
+        if self.members is not None:
+            return list(self.members)
+        eann = self.eann
+        assert eann is not None  # _one_member_source guarantees one member source
+        return [
+            MemberParams(
+                name=member_name(k), n=eann.n0 * eann.base**k, eann_weights=eann.eann_weights and k > 0
+            )
+            for k in range(eann.members)
+        ]
+
     def member_names(self) -> list[str]:
         """The members' names in order of depth (generated ones are m0, m1, ...)."""
-        return [name for name, *_ in self._member_networks()]
+        return [m.name for m in self.member_entries()]
 
     def _member_networks(self) -> list[tuple[str, int | None, ModelParams, WeightingParams]]:
         """(name, n, model, weighting) of every member, shared values filled in."""
-        if self.members is not None:
-            return [(m.name, m.n, m.model or self.model, m.weighting or self.weighting) for m in self.members]
-        assert self.eann is not None
-        eann = self.eann
-        return [(f"m{k}", eann.n0 * eann.base**k, self.model, self.weighting) for k in range(eann.members)]
+        entries = self.member_entries()
+        return [(m.name, m.n, m.model or self.model, m.weighting or self.weighting) for m in entries]
 
     @model_validator(mode="after")
     def _members_trainable(self) -> TrainParams:

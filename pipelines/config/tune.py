@@ -1,10 +1,11 @@
 """The ``tune`` section of params.yaml: a Ray Tune search over weighting strategies and their hyperparameters.
 
-The space is conditional: ``space.weighting`` lists candidate strategy families, each with only its own
-hyperparameters (static scheme; alternating; AdaLoss; a no-regret learner), and ``space.optimizer`` ranges
-over SGD settings shared by all. A hyperparameter is either a constant or one distribution written as a
-one-key mapping, e.g. ``{loguniform: [0.01, 0.5]}``, ``{uniform: [0.8, 0.99]}``, ``{choice: [10, 100]}``,
-``{randint: [1, 5]}`` (upper end excluded) or ``{grid: [a, b]}`` (every value, times ``num_samples``).
+The space is conditional: ``space.weighting`` lists candidate families of weighting strategies, each with
+only its own hyperparameters (static scheme; alternating; AdaLoss; a no-regret learner), and
+``space.optimizer`` ranges over SGD settings shared by all. A hyperparameter is either a constant or one
+distribution written as a one-key mapping, e.g. ``{loguniform: [0.01, 0.5]}``, ``{uniform: [0.8, 0.99]}``,
+``{choice: [10, 100]}``, ``{randint: [1, 5]}`` (upper end excluded) or ``{grid: [a, b]}`` (every value, times
+``num_samples``).
 Every range is checked against ``anytime.weighting`` / the train optimiser schema at both ends, so a bad
 bound fails here, before a cluster spends an hour on it.
 """
@@ -125,17 +126,19 @@ def extremes(dimension: Dimension) -> list[Scalar]:
 
 
 class _Candidate(_Section):
-    """A strategy family and the ranges of its own hyperparameters; unset ones take the library default."""
+    """A family of weighting strategies and the ranges of its own hyperparameters; unset ones take the
+    library default. A family is a registered strategy (alternating, adaloss) or a set of them whose member is
+    a searched dimension (static: the scheme; noregret: the learner)."""
 
-    strategy: str
+    family: str
 
     def dimensions(self) -> dict[str, Dimension]:
         """The hyperparameters set here (constants or distributions), keyed by name."""
-        return {k: v for k, v in self if k != "strategy" and v is not None}
+        return {k: v for k, v in self if k != "family" and v is not None}
 
     def resolve(self, sample: dict[str, Scalar]) -> dict[str, Any]:
-        """One sample of this family as ``train.weighting`` (strategy name + its hyperparameters)."""
-        return {"strategy": self.strategy, **sample}
+        """One sample of this family as ``train.weighting``: a registered strategy + its hyperparameters."""
+        return {"strategy": self.family, **sample}
 
     def examples(self) -> list[dict[str, Scalar]]:
         """Samples at every end of every range (one dimension at a time): legal iff every sample is."""
@@ -154,14 +157,14 @@ class _Candidate(_Section):
             try:
                 create_strategy(weighting["strategy"], num_heads=4, **hparams)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{self.strategy} candidate cannot take {sample}: {exc}") from None
+                raise ValueError(f"{self.family} candidate cannot take {sample}: {exc}") from None
         return self
 
 
 class StaticCandidate(_Candidate):
     """A fixed weight vector (METHOD.md §2): the scheme is the searched dimension."""
 
-    strategy: Literal["static"]
+    family: Literal["static"]
     # Every scheme of the library but OPT(j), which needs the head j.
     scheme: Dimension = {"choice": [s for s in SCHEMES if s != "opt"]}
     normalisation: Dimension | None = None
@@ -174,7 +177,7 @@ class StaticCandidate(_Candidate):
 class AlternatingCandidate(_Candidate):
     """One emphasised head per step, sampled from a static scheme (METHOD.md §3)."""
 
-    strategy: Literal["alternating"]
+    family: Literal["alternating"]
     scheme: Dimension | None = None
     rho: Dimension | None = None
     normalisation: Dimension | None = None
@@ -183,7 +186,7 @@ class AlternatingCandidate(_Candidate):
 class AdaLossCandidate(_Candidate):
     """Weights inversely proportional to running-average losses (METHOD.md §4)."""
 
-    strategy: Literal["adaloss"]
+    family: Literal["adaloss"]
     gamma: Dimension | None = None
     momentum: Dimension | None = None
     update_period: Dimension | None = None
@@ -193,7 +196,7 @@ class AdaLossCandidate(_Candidate):
 class NoRegretCandidate(_Candidate):
     """No-regret head selection (METHOD.md §5): the learner is a dimension; ``momentum`` is AVG-L's only."""
 
-    strategy: Literal["noregret"]
+    family: Literal["noregret"]
     learner: Dimension = {"choice": ["rwm", "exp3", "avgl"]}
     gamma: Dimension | None = None
     rho_last: Dimension | None = None
@@ -217,28 +220,28 @@ class NoRegretCandidate(_Candidate):
 
 Candidate = Annotated[
     StaticCandidate | AlternatingCandidate | AdaLossCandidate | NoRegretCandidate,
-    Field(discriminator="strategy"),
+    Field(discriminator="family"),
 ]
 
 
 def _default_weighting() -> list[dict[str, Any]]:
     """Every family, over the ranges params.yaml documents (static and no-regret: every scheme / learner)."""
     return [
-        {"strategy": "static"},
+        {"family": "static"},
         {
-            "strategy": "alternating",
+            "family": "alternating",
             "scheme": {"choice": ["const", "sieve", "half_end"]},
             "rho": {"uniform": [1.5, 4.0]},
         },
         {
-            "strategy": "adaloss",
+            "family": "adaloss",
             "gamma": {"loguniform": [0.01, 0.3]},
             "momentum": {"uniform": [0.8, 0.99]},
             "update_period": {"choice": [1, 10, 100]},
             "final_extra": {"uniform": [0.0, 1.0]},
         },
         {
-            "strategy": "noregret",
+            "family": "noregret",
             "gamma": {"uniform": [0.1, 0.5]},
             "rho_last": {"uniform": [0.5, 1.0]},
             "momentum": {"uniform": [0.8, 0.99]},

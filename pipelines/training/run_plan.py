@@ -1,8 +1,9 @@
 """Which networks the train stage trains: EANN members and OPT baselines, each as one resolved config.
 
-A run's config is a plain dict (what :func:`.train_worker.train_loop_per_worker` receives); its fingerprint
-hashes everything that changes the trained weights (config, data manifest, training code), so
-the stage re-trains exactly the runs whose fingerprint differs from the one stored beside their outputs.
+A run's config is a :class:`.worker_config.WorkerConfig` (what :func:`.train_worker.train_loop_per_worker`
+receives); its fingerprint hashes everything that changes the trained weights (config, data manifest, training
+code), so the stage re-trains exactly the runs whose fingerprint differs from the one in their outputs'
+record (``anytime.record``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from anytime.budget import footprint, meta_model
 from anytime.flops import head_costs
 from anytime.integrity import CorruptFileError, verify_checksums
 from anytime.metrics import milestone_heads
+from anytime.record import read_record
 from anytime.train import scaled_lr
 from pipelines.config.train import (
     MILESTONE_KEYS,
@@ -30,8 +32,8 @@ from pipelines.config.train import (
     WeightingParams,
 )
 from pipelines.paths import MEMBERS_DIR, OPT_DIR, PROJECT_ROOT, opt_run_name, shards_dir
+from pipelines.training.worker_config import WorkerConfig
 
-FINGERPRINT_FILE = "fingerprint.json"
 # Code whose change changes trained weights: the workers' import closure, in the train and tune stages' deps
 # (tests/test_dvc_deps.py checks both).
 TRAINING_CODE = (
@@ -47,9 +49,18 @@ TRAINING_CODE = (
     "pipelines/training/__init__.py",
     "pipelines/training/process_group.py",
     "pipelines/training/train_worker.py",
+    "pipelines/training/worker_config.py",
+    "anytime/record.py",
 )
 # Config keys that change where or how fast a run goes, not what it learns.
-NOT_FINGERPRINTED = ("shards", "endpoint_url", "eval_batch_size", "loader_workers")
+NOT_FINGERPRINTED = (
+    "shards",
+    "endpoint_url",
+    "eval_batch_size",
+    "loader_workers",
+    "final_outputs",
+    "resume_from",
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class PlannedRun:
 
     name: str
     kind: str
-    config: dict[str, Any]
+    config: WorkerConfig
     fingerprint: str
     scaling: ScalingParams = field(default_factory=ScalingParams)  # its Ray Train workers
 
@@ -72,14 +83,14 @@ class PlannedRun:
         return f"{self.name}-{self.fingerprint[:12]}"
 
     def is_current(self) -> bool:
-        """Whether the run's outputs are present, of this fingerprint and intact (see :meth:`damage`)."""
+        """Whether the outputs hold a readable record of this very fingerprint (an old format is not) and
+        are intact (see :meth:`damage`)."""
         return self.fingerprint_matches() and self.damage() is None
 
     def fingerprint_matches(self) -> bool:
-        path = self.out_dir / FINGERPRINT_FILE
         try:
-            return json.loads(path.read_text())["fingerprint"] == self.fingerprint
-        except (OSError, ValueError, KeyError, TypeError):
+            return read_record(self.out_dir).fingerprint == self.fingerprint
+        except (OSError, ValueError):
             return False
 
     def damage(self) -> str | None:
@@ -104,6 +115,8 @@ def code_digest(root: Path = PROJECT_ROOT) -> str:
 
 
 def fingerprint(config: dict[str, Any], manifest: dict[str, Any], code: str) -> str:
+    """sha256 of what changes the trained weights: ``config`` (a ``WorkerConfig`` dumped as JSON, less
+    :data:`NOT_FINGERPRINTED`), the data manifest and the training code's digest."""
     relevant = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
     blob = json.dumps({"config": relevant, "manifest": manifest, "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -128,18 +141,6 @@ def _weighting_config(weighting: WeightingParams, *, seed: int, eann: bool) -> d
     if eann:
         hparams["eann"] = True
     return {"strategy": weighting.strategy, **hparams}
-
-
-def member_entries(params: TrainParams) -> list[MemberParams]:
-    """The members as explicit entries, in order of depth (generated ones named m0, m1, ...)."""
-    if params.members is not None:
-        return list(params.members)
-    eann = params.eann
-    assert eann is not None  # the schema guarantees one member source
-    return [
-        MemberParams(name=f"m{k}", n=eann.n0 * eann.base**k, eann_weights=eann.eann_weights and k > 0)
-        for k in range(eann.members)
-    ]
 
 
 def sgd_config(params: TrainParams, scaling: ScalingParams) -> dict[str, Any]:
@@ -183,58 +184,51 @@ def run_config(
     *,
     shards: str,
     endpoint_url: str | None,
-) -> dict[str, Any]:
+) -> WorkerConfig:
     """The resolved config of one member: what ``train_loop_per_worker`` needs, nothing from params left."""
     seed = entry.seed if entry.seed is not None else params.seed
     height, width, channels = manifest["image_shape"]
-    return {
-        "member": entry.name,
-        "model": _model_config(entry.model or params.model, entry.n, manifest),
-        "weighting": _weighting_config(
-            entry.weighting or params.weighting, seed=seed, eann=entry.eann_weights
-        ),
-        "schedule": params.schedule.model_dump(),
-        "epochs": entry.epochs or params.epochs,
-        "batch_size": params.batch_size,  # per device
-        "sync_batchnorm": params.sync_batchnorm,
-        "eval_batch_size": params.eval_batch_size,
-        "amp": params.amp,  # with use_gpu: the precision trained in (AMP runs on CUDA only)
-        "compile": params.compile,
-        "deterministic": params.deterministic,
-        "seed": seed,
-        "input_shape": [int(channels), int(height), int(width)],
-        "shards": shards,
-        "endpoint_url": endpoint_url,
+    return WorkerConfig(
+        name=entry.name,
+        model=_model_config(entry.model or params.model, entry.n, manifest),
+        weighting=_weighting_config(entry.weighting or params.weighting, seed=seed, eann=entry.eann_weights),
+        schedule=params.schedule.model_dump(),
+        epochs=entry.epochs or params.epochs,
+        batch_size=params.batch_size,
+        sync_batchnorm=params.sync_batchnorm,
+        eval_batch_size=params.eval_batch_size,
+        amp=params.amp,
+        compile=params.compile,
+        deterministic=params.deterministic,
+        seed=seed,
+        input_shape=(int(channels), int(height), int(width)),
+        shards=shards,
+        endpoint_url=endpoint_url,
         **worker_keys(params, run_scaling(params, entry)),
-    }
+    )
 
 
-def opt_config(params: TrainParams, entry: MemberParams, member: dict[str, Any], j: int) -> dict[str, Any]:
+def opt_config(params: TrainParams, entry: MemberParams, member: WorkerConfig, j: int) -> WorkerConfig:
     """OPT(j): the member's backbone truncated after head j, trained on head j alone (METHOD.md §6), on
-    on :func:`opt_scaling`'s workers."""
-    return {
-        **member,
-        "member": opt_run_name(member["member"], j),
-        "model": {**member["model"], "truncate_at": j},
-        "weighting": {"strategy": "opt", "j": j},
-        **worker_keys(params, opt_scaling(params, entry)),
-    }
+    :func:`opt_scaling`'s workers."""
+    return member.model_copy(
+        update={
+            "name": opt_run_name(member.name, j),
+            "model": {**member.model, "truncate_at": j},
+            "weighting": {"strategy": "opt", "j": j},
+            **worker_keys(params, opt_scaling(params, entry)),
+        }
+    )
 
 
-def member_milestone_heads(member: dict[str, Any]) -> dict[float, int | None]:
-    """``anytime.metrics.milestone_heads`` of a resolved member config (measured FLOPs), by fraction."""
-    heads = milestone_heads(head_costs(meta_model(member["model"]), tuple(member["input_shape"])))
-    return {fraction: heads[key] for fraction, key in MILESTONE_KEYS.items()}
-
-
-def opt_heads(member: dict[str, Any], milestones: list[float]) -> list[int]:
+def opt_heads(member: WorkerConfig, milestones: list[float]) -> list[int]:
     """Distinct milestone heads of a member (measured FLOPs), in increasing order."""
-    costs = head_costs(meta_model(member["model"]), tuple(member["input_shape"]))
+    costs = head_costs(meta_model(member.model), member.input_shape)
     heads = milestone_heads(costs)
     headless = [m for m in milestones if heads[MILESTONE_KEYS[m]] is None]
     if headless:
         raise ValueError(
-            f"train.opt.milestones {headless} select no head of member {member['member']} (its first head "
+            f"train.opt.milestones {headless} select no head of member {member.name} (its first head "
             f"costs {costs[0] / costs[-1]:.2f} of the last): drop them or choose a deeper member"
         )
     return sorted({heads[MILESTONE_KEYS[m]] for m in milestones})
@@ -247,18 +241,18 @@ def worker_memory(scaling: ScalingParams) -> int:
     return psutil.virtual_memory().total
 
 
-def require_fits(member: dict[str, Any], scaling: ScalingParams, section: str = "train") -> None:
+def require_fits(member: WorkerConfig, scaling: ScalingParams, section: str = "train") -> None:
     """Refuse, with the numbers, a member one worker cannot train: estimated from its config on the meta
     device (:func:`anytime.budget.footprint`), before any network is built for real."""
-    cost = footprint(member["model"], member["input_shape"])
-    batch = member["batch_size"]  # per device
+    cost = footprint(member.model, member.input_shape)
+    batch = member.batch_size  # per device
     need = cost.train_bytes(batch)
     have = worker_memory(scaling)
     if need > have:
         key = f"{section}.scaling.memory_per_worker_mb"
         limit = "" if scaling.memory_per_worker_mb is None else f"{key} allows "
         raise ValueError(
-            f"{section}: member {member['member']} cannot fit: {cost.params:.3g} parameters and "
+            f"{section}: member {member.name} cannot fit: {cost.params:.3g} parameters and "
             f"{cost.activations_per_sample:.3g} activations per sample x {batch} samples per worker need at "
             f"least {need / 2**30:.3g} GiB per worker ({cost.step_flops(batch):.3g} FLOPs per step), "
             f"{limit or 'this machine has '}{have / 2**30:.3g} GiB: shrink the model, its depth or batch_size"
@@ -275,23 +269,24 @@ def plan_runs(
 ) -> list[PlannedRun]:
     """Every member, then every OPT baseline, each with its fingerprint."""
     code = code if code is not None else code_digest()
-    entries = {e.name: e for e in member_entries(params)}
+    entries = {e.name: e for e in params.member_entries()}
     configs = {
         name: run_config(params, e, manifest, shards=shards, endpoint_url=endpoint_url)
         for name, e in entries.items()
     }
     for name, config in configs.items():
         require_fits(config, run_scaling(params, entries[name]))
-    runs = [
-        PlannedRun(n, "member", cfg, fingerprint(cfg, manifest, code), run_scaling(params, entries[n]))
-        for n, cfg in configs.items()
-    ]
+
+    def planned(kind: str, config: WorkerConfig, scaling: ScalingParams) -> PlannedRun:
+        digest = fingerprint(config.model_dump(mode="json"), manifest, code)
+        return PlannedRun(config.name, kind, config, digest, scaling)
+
+    runs = [planned("member", cfg, run_scaling(params, entries[n])) for n, cfg in configs.items()]
     for wanted in dict.fromkeys(params.opt.members):
         name = list(entries)[-1] if wanted == "last" else wanted
         if name not in configs:
             raise ValueError(f"train.opt.members: {wanted!r} is not a member (members: {', '.join(configs)})")
         scaling = opt_scaling(params, entries[name])
         for j in opt_heads(configs[name], list(params.opt.milestones)):
-            cfg = opt_config(params, entries[name], configs[name], j)
-            runs.append(PlannedRun(cfg["member"], "opt", cfg, fingerprint(cfg, manifest, code), scaling))
+            runs.append(planned("opt", opt_config(params, entries[name], configs[name], j), scaling))
     return list({run.name: run for run in runs}.values())

@@ -1,10 +1,10 @@
 """Training one anytime network on Ray Train (V2): the worker loop and the ``TorchTrainer`` that runs it.
 
 Shared by the train stage (EANN members, OPT baselines) and the tune stage. Everything the worker needs is
-in its plain-dict ``config`` (see :func:`.run_plan.run_config`); the model, loop, weighting and checkpoint
-format all come from ``anytime``. Every epoch ends with a checkpoint, so a retried worker group
-(``FailureConfig(max_failures)``) or a re-run with the same ``RunConfig(name, storage_path)`` resumes after
-the last finished epoch instead of starting over.
+in its :class:`.worker_config.WorkerConfig` (see :func:`.run_plan.run_config`); the model, loop, weighting,
+checkpoint and run-output formats all come from ``anytime``. Every epoch ends with a checkpoint, so a retried
+worker group (``FailureConfig(max_failures)``) or a re-run with the same ``RunConfig(name, storage_path)``
+resumes after the last finished epoch instead of starting over.
 
 The checkpoint also carries the run's per-epoch record (:data:`EPOCH_RECORD` of every epoch so far), and each
 report repeats it as ``history``: a driver killed between an epoch's checkpoint and its log line, then re-run,
@@ -39,6 +39,7 @@ from anytime.flops import head_costs
 from anytime.integrity import verify_checksums, write_checksums
 from anytime.metrics import anytime_auc, head_errors
 from anytime.models import create_model
+from anytime.record import save_network, save_predictions
 from anytime.train import (
     evaluate_shared,
     load_checkpoint,
@@ -49,12 +50,15 @@ from anytime.train import (
     save_checkpoint,
     seed_everything,
     train_one_epoch,
+    unwrap_model,
 )
 from anytime.weighting import WeightingStrategy, create_strategy
 from pipelines.training.process_group import NodeAddressTorchConfig
+from pipelines.training.worker_config import WorkerConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, summary.json
+FINAL_DIR = "final"  # in the last epoch's checkpoint: model.pt, probs/labels of val and test, FINAL_SUMMARY
+FINAL_SUMMARY = "summary.json"  # what the driver needs for the run's record besides the arrays
 EPOCH_RECORD = ("epoch", "val_top1", "head_losses", "time_ms")  # per epoch, in checkpoints and reports
 FAULT_EPOCH_ENV, FAULT_MARKER_ENV, FAULT_RUN_ENV = (
     "ANYTIME_FAULT_EPOCH",
@@ -81,7 +85,7 @@ def maybe_inject_fault(run: str, epoch: int) -> None:
     raise InjectedFault(f"injected fault in run {run!r} at epoch {epoch} ({FAULT_EPOCH_ENV})")
 
 
-def _loader(config: dict[str, Any], split: str, *, train: bool) -> ShardLoader:
+def _loader(config: WorkerConfig, split: str, *, train: bool) -> ShardLoader:
     """This rank's share of ``split``, on this worker's device, normalised there (``ShardLoader``). Train:
     shuffled and augmented, ``batch_size`` per device. Eval: a contiguous range read in order by this
     process (no loader workers, whose batches would interleave), so the ranks' shares joined in rank order
@@ -90,17 +94,17 @@ def _loader(config: dict[str, Any], split: str, *, train: bool) -> ShardLoader:
     process: DataLoader workers never decide it."""
     context = ray.train.get_context()
     dataset = ShardDataset(
-        config["shards"],
+        config.shards,
         split,
-        batch_size=config["batch_size"] if train else config["eval_batch_size"],
+        batch_size=config.batch_size if train else config.eval_batch_size,
         shuffle=train,
-        seed=config["seed"],
+        seed=config.seed,
         augment=train,
-        endpoint_url=config.get("endpoint_url"),
+        endpoint_url=config.endpoint_url,
         rank=context.get_world_rank(),
         world_size=context.get_world_size(),
     )
-    workers = config.get("loader_workers", 0) if train else 0
+    workers = config.loader_workers if train else 0
     return ShardLoader(dataset, device=ray.train.torch.get_device(), workers=workers)
 
 
@@ -112,25 +116,25 @@ def _val_metrics(probs: np.ndarray, labels: np.ndarray, flops: list[int]) -> dic
 Evaluated = tuple[np.ndarray, np.ndarray]  # probs [K, N, C], labels [N] of a whole split
 
 
-def _evaluate(state: WorkerState, config: dict[str, Any], loader: ShardLoader) -> Evaluated:
+def _evaluate(state: WorkerState, config: WorkerConfig, loader: ShardLoader) -> Evaluated:
     """Every rank: its share of a split evaluated, all shares gathered (rank 0's network throughout)."""
-    net = state.model.module if hasattr(state.model, "module") else state.model
-    return evaluate_shared(net, loader, device=ray.train.torch.get_device(), amp=config["amp"])
+    return evaluate_shared(
+        unwrap_model(state.model), loader, device=ray.train.torch.get_device(), amp=config.amp
+    )
 
 
 def _write_final(
-    directory: Path, model: torch.nn.Module, config: dict[str, Any], val: Evaluated, test: Evaluated, flops
+    directory: Path, model: torch.nn.Module, config: WorkerConfig, val: Evaluated, test: Evaluated, flops
 ) -> None:
-    """The member outputs (DESIGN.md "Member outputs") minus metrics.json, which the driver derives."""
+    """The run outputs (``anytime.record``) but the record, which the driver writes from them."""
     final = directory / FINAL_DIR
     final.mkdir()
-    net = model.module if hasattr(model, "module") else model
-    torch.save({"config": net.config, "state_dict": net.state_dict()}, final / "model.pt")
+    net = unwrap_model(model)
+    save_network(final, net)
     for split, (probs, labels) in (("val", val), ("test", test)):
-        np.save(final / f"probs_{split}.npy", probs.astype(np.float32))
-        np.save(final / f"labels_{split}.npy", labels.astype(np.int64))
-    summary = {"flops": flops, "head_units": list(net.head_units), "epochs": config["epochs"]}
-    (final / "summary.json").write_text(json.dumps(summary))
+        save_predictions(final, split, probs, labels)
+    summary = {"model": net.config, "flops": flops, "head_units": list(net.head_units)}
+    (final / FINAL_SUMMARY).write_text(json.dumps(summary))
 
 
 @dataclass
@@ -146,21 +150,21 @@ class WorkerState:
     history: list[dict[str, Any]] = field(default_factory=list)  # EPOCH_RECORD of each finished epoch
 
     @classmethod
-    def build(cls, config: dict[str, Any], device: torch.device) -> WorkerState:
+    def build(cls, config: WorkerConfig, device: torch.device) -> WorkerState:
         """Everything from ``anytime``, in a fixed order (the seeded RNG draws the same weights each time).
 
         The network moves to ``device`` before the optimiser exists: a restored optimiser state then lands
         on its parameters' device (``Optimizer.load_state_dict`` casts to it), where moving the network
         after a restore (as ``prepare_model`` would) leaves the momentum buffers behind on the CPU.
         """
-        model = create_model(**config["model"])
-        flops = head_costs(model, tuple(config["input_shape"]))
+        model = create_model(**config.model)
+        flops = head_costs(model, config.input_shape)
         model.to(device)
-        weighting = dict(config["weighting"])
+        weighting = dict(config.weighting)
         strategy = create_strategy(weighting.pop("strategy"), num_heads=model.num_heads, **weighting)
-        optimizer = make_optimizer(model, **config["optimizer"])
-        scheduler = make_scheduler(optimizer, epochs=config["epochs"], **config["schedule"])
-        return cls(model, flops, strategy, optimizer, scheduler, make_grad_scaler(device, amp=config["amp"]))
+        optimizer = make_optimizer(model, **config.optimizer)
+        scheduler = make_scheduler(optimizer, epochs=config.epochs, **config.schedule)
+        return cls(model, flops, strategy, optimizer, scheduler, make_grad_scaler(device, amp=config.amp))
 
     def parts(self) -> dict[str, Any]:
         return {
@@ -190,30 +194,29 @@ class WorkerState:
         save_checkpoint(path, **self.parts(), epoch=epoch, extra={"history": self.history})
 
 
-def batchnorm_across_ranks(
-    model: torch.nn.Module, config: dict[str, Any], world_size: int
-) -> torch.nn.Module:
+def batchnorm_across_ranks(model: torch.nn.Module, config: WorkerConfig, world_size: int) -> torch.nn.Module:
     """With ``sync_batchnorm`` and several ranks, BatchNorm statistics over every rank's batch. The converted
     layers keep the same parameter and buffer objects: the optimiser and the checkpoint keys are unchanged."""
-    if not config["sync_batchnorm"] or world_size < 2:
+    if not config.sync_batchnorm or world_size < 2:
         return model
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(raw_config: dict[str, Any]) -> None:
     """Ray Train worker: build with ``anytime``, resume from the last checkpoint, train/evaluate/report."""
-    rank, run = ray.train.get_context().get_world_rank(), config["member"]
-    seed_everything(config["seed"] + rank, deterministic=config["deterministic"])
+    config = WorkerConfig.model_validate(raw_config)  # a dict through Ray (its contract), typed again here
+    rank, run = ray.train.get_context().get_world_rank(), config.name
+    seed_everything(config.seed + rank, deterministic=config.deterministic)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     device = ray.train.torch.get_device()
     state = WorkerState.build(config, device)
-    start = state.resume(config.get("resume_from"))
+    start = state.resume(config.resume_from)
     state.model = batchnorm_across_ranks(state.model, config, ray.train.get_context().get_world_size())
-    if config["compile"]:
+    if config.compile:
         state.model.compile()  # in place: state_dict keys, checkpoints and iter_heads stay the eager ones
     state.model = ray.train.torch.prepare_model(state.model)
     train_data, val_data = _loader(config, "train", train=True), _loader(config, "val", train=False)
-    for epoch in range(start, config["epochs"]):
+    for epoch in range(start, config.epochs):
         train_data.dataset.set_epoch(epoch)
         maybe_inject_fault(run, epoch)
         stats = train_one_epoch(
@@ -225,7 +228,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             epoch=epoch,
             scheduler=state.scheduler,
             scaler=state.scaler,
-            amp=config["amp"],
+            amp=config.amp,
             progress=False,
         )
         metrics: dict[str, Any] = {
@@ -235,7 +238,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "node_id": _node_id(),
         }
         val = _evaluate(state, config, val_data)  # every rank its share
-        final = epoch == config["epochs"] - 1 and config.get("final_outputs", False)
+        final = epoch == config.epochs - 1 and config.final_outputs
         test = _evaluate(state, config, _loader(config, "test", train=False)) if final else None
         if rank == 0:
             _report_validated(state, config, epoch, metrics, val, test)
@@ -251,7 +254,7 @@ def _node_id() -> str | None:
 
 def _report_validated(
     state: WorkerState,
-    config: dict[str, Any],
+    config: WorkerConfig,
     epoch: int,
     metrics: dict[str, Any],
     val: Evaluated,
@@ -263,7 +266,7 @@ def _report_validated(
     metrics |= {"time_ms": int(time.time() * 1000), "history": state.history}
     state.history = [*state.history, {key: metrics[key] for key in EPOCH_RECORD}]
     # Ray deletes this directory once persisted to storage (local mode keeps it: nothing to upload).
-    directory = Path(tempfile.mkdtemp(prefix=f"anytime-{config['member']}-"))
+    directory = Path(tempfile.mkdtemp(prefix=f"anytime-{config.name}-"))
     state.save(directory / CHECKPOINT_FILE, epoch)
     if test is not None:
         _write_final(directory, state.model, config, val, test, state.flops)
@@ -273,7 +276,7 @@ def _report_validated(
 
 
 def build_trainer(
-    config: dict[str, Any],
+    config: WorkerConfig,
     *,
     name: str,
     storage_path: str,
@@ -284,7 +287,7 @@ def build_trainer(
     """One member's ``TorchTrainer``; reusing ``name`` + ``storage_path`` resumes that run's checkpoints."""
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=config,
+        train_loop_config=config.model_dump(),
         scaling_config=scaling,
         torch_config=NodeAddressTorchConfig(),
         run_config=RunConfig(

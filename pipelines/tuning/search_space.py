@@ -12,7 +12,7 @@ from typing import Any
 
 from ray import tune
 
-from anytime.weighting import strategy_hparams
+from anytime.weighting import takes_eann_weights
 from pipelines.config.train import TrainParams, WeightingParams
 from pipelines.config.tune import (
     Candidate,
@@ -87,6 +87,6 @@ def flat_overrides(overrides: dict[str, dict[str, Any]], train: TrainParams) -> 
     flat = {f"train.weighting.{key}": weighting.get(key) for key in WEIGHTING_KEYS}
     flat |= {f"train.optimizer.{key}": value for key, value in overrides["optimizer"].items()}
     eann = train.eann
-    if eann is not None and eann.eann_weights and "eann" not in strategy_hparams(weighting["strategy"]):
+    if eann is not None and eann.eann_weights and not takes_eann_weights(weighting["strategy"]):
         flat["train.eann.eann_weights"] = False
     return flat

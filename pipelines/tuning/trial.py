@@ -22,12 +22,13 @@ import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from anytime.metrics import anytime_auc
-from anytime.weighting import strategy_hparams
+from anytime.weighting import takes_eann_weights
 from pipelines.config.train import TrainParams
 from pipelines.config.tune import SpaceParams
 from pipelines.ray_cluster import scaling_config
 from pipelines.training.run_plan import run_config
 from pipelines.training.train_worker import build_trainer
+from pipelines.training.worker_config import WorkerConfig
 from pipelines.tuning.search_space import trial_overrides
 
 
@@ -112,10 +113,10 @@ class TrialPlan:
         raw["weighting"] = overrides["weighting"]
         raw["optimizer"] = {**raw["optimizer"], **overrides["optimizer"]}
         member = raw["members"][0]
-        member["eann_weights"] &= "eann" in strategy_hparams(raw["weighting"]["strategy"])
+        member["eann_weights"] &= takes_eann_weights(raw["weighting"]["strategy"])
         return TrainParams.model_validate(raw)
 
-    def member_config(self, config: dict[str, Any]) -> dict[str, Any]:
+    def member_config(self, config: dict[str, Any]) -> WorkerConfig:
         """The resolved worker config of this trial (what ``train_loop_per_worker`` receives)."""
         train = self.trial_train(config)
         return run_config(
