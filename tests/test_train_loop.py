@@ -59,7 +59,7 @@ def make_run(seed: int = 3, config: dict | None = None):
     seed_everything(seed)
     config = config or {"name": "resann", "num_classes": 10, "in_channels": 1, "n": 1, "c": 8, "period": 1}
     model = create_model(**config)
-    optimizer = make_optimizer(model, lr=0.05, nesterov=True, decay_norm_and_bias=False)
+    optimizer = make_optimizer(model, lr=0.05, weight_decay=1e-4, nesterov=True, decay_norm_and_bias=False)
     scheduler = make_scheduler(optimizer, name="step", epochs=3, milestones=[1, 2], gamma=0.5)
     strategy = create_strategy("alternating", num_heads=model.num_heads, scheme="sieve", seed=seed)
     return model, optimizer, scheduler, strategy
