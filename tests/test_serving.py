@@ -19,6 +19,7 @@ import torch
 
 from anytime.eann.engine import AnytimeEngine
 from anytime.record import load_network, read_record
+from bench.bench_serving import infer_body
 from bench.digits_members import digits_splits, train_members
 from bench.server_process import running_server
 
@@ -55,16 +56,6 @@ def _call(url: str, body: bytes | dict | None = None, headers: dict | None = Non
             return error.code, {"error": text.strip()}
 
 
-def _infer_body(images: np.ndarray, **parameters) -> dict:
-    tensor = {
-        "name": "images",
-        "shape": list(images.shape),
-        "datatype": "UINT8",
-        "data": images.ravel().tolist(),
-    }
-    return {"inputs": [tensor], "parameters": parameters}
-
-
 def _outputs(response: dict) -> dict:
     return {o["name"]: o["data"] for o in response["outputs"]}
 
@@ -93,7 +84,7 @@ def test_health_and_metadata(server):
 
 def test_full_depth_answers_are_the_served_networks_own(server, test_images):
     images, _ = test_images
-    status, response = _call(server["url"] + "/infer", _infer_body(images[:5]))
+    status, response = _call(server["url"] + "/infer", infer_body(images[:5]))
     assert status == 200
     out = _outputs(response)
     assert out["status"] == ["complete"] * 5 and out["member"] == [1] * 5 and out["head"] == [5] * 5
@@ -112,7 +103,7 @@ def test_concurrent_deadlines_are_met_within_one_head(server, test_images):
 
     def one(i: int) -> tuple[int, dict, float]:
         status, response = _call(
-            server["url"] + "/infer", _infer_body(images[i : i + 1], deadline_ms=deadlines[i])
+            server["url"] + "/infer", infer_body(images[i : i + 1], deadline_ms=deadlines[i])
         )
         return status, response, deadlines[i]
 
@@ -140,7 +131,7 @@ def _longest_head_ms(steps: list[dict]) -> float:
 
 
 def test_a_deadline_no_head_fits_is_answered_at_once(server, test_images):
-    status, response = _call(server["url"] + "/infer", _infer_body(test_images[0][:1], deadline_ms=1e-4))
+    status, response = _call(server["url"] + "/infer", infer_body(test_images[0][:1], deadline_ms=1e-4))
     assert status == 504 and response["status"] == "unreachable"
     assert "deadline_ms=0.0001 cannot fit the first head" in response["error"]
 
@@ -150,7 +141,7 @@ def test_a_burst_is_answered_or_refused_and_the_counts_add_up(server, test_image
     burst = 40
 
     def one(i: int) -> int:
-        status, response = _call(server["url"] + "/infer", _infer_body(images[i * 8 : i * 8 + 8]))
+        status, response = _call(server["url"] + "/infer", infer_body(images[i * 8 : i * 8 + 8]))
         if status == 503:
             assert "\n" not in response["error"]
         return status
@@ -159,11 +150,11 @@ def test_a_burst_is_answered_or_refused_and_the_counts_add_up(server, test_image
         statuses = list(pool.map(one, range(burst)))
     answered, refused = statuses.count(200), statuses.count(503)
     assert answered + refused == burst and answered >= 1 and refused >= 1
-    assert _call(server["url"] + "/infer", _infer_body(images[:1]))[0] == 200  # served again after the burst
+    assert _call(server["url"] + "/infer", infer_body(images[:1]))[0] == 200  # served again after the burst
 
 
 def _bad_bodies(images: np.ndarray) -> dict[str, tuple[int, bytes, str]]:
-    good = _infer_body(images[:1])
+    good = infer_body(images[:1])
 
     def with_(**change) -> bytes:
         body = json.loads(json.dumps(good))
@@ -204,11 +195,11 @@ def test_bad_input_is_one_line_and_the_next_request_is_served(server, test_image
     code, body, message = _bad_bodies(test_images[0])[case]
     status, response = _call(server["url"] + "/infer", body, {"Content-Type": "application/json"})
     assert status == code and message in response["error"] and "\n" not in response["error"]
-    assert _call(server["url"] + "/infer", _infer_body(test_images[0][:1]))[0] == 200
+    assert _call(server["url"] + "/infer", infer_body(test_images[0][:1]))[0] == 200
 
 
 def test_an_unknown_model_is_404(server, test_images):
-    status, response = _call(server["base"] + "/v2/models/nope/infer", _infer_body(test_images[0][:1]))
+    status, response = _call(server["base"] + "/v2/models/nope/infer", infer_body(test_images[0][:1]))
     assert status == 404 and response["error"] == f"model 'nope' is unknown: this server serves '{NAME}'"
 
 
@@ -243,6 +234,6 @@ def test_engine_and_server_agree_on_the_eann_choice(server, test_images):
     )
     for step in engine.steps[3:6]:
         (local,) = engine.run(records[0].normalise(torch.from_numpy(images[:1])), flops=step.flops)
-        status, response = _call(server["url"] + "/infer", _infer_body(images[:1], flops=step.flops))
+        status, response = _call(server["url"] + "/infer", infer_body(images[:1], flops=step.flops))
         out = _outputs(response)
         assert status == 200 and (out["member"][0], out["head"][0]) == (local.member, local.head)
